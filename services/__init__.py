@@ -1,0 +1,1 @@
+"""The four pipeline stages. Each has a pure ``core`` and a FastStream ``app``."""

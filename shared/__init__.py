@@ -1,0 +1,1 @@
+"""icdcoder's common library: message schemas, stream names, settings, logging, catalogue."""

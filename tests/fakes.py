@@ -1,0 +1,57 @@
+"""Test doubles at the seams: a bag-of-words encoder and a brute-force vector index."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.messages import ContextFlags, Span
+
+
+class HashingEncoder:
+    """Deterministic bag-of-words vectors: texts sharing words are near each other."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                out[i, hash(word) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+
+class NumpyIndex:
+    def __init__(self, vectors: npt.NDArray[np.float32]) -> None:
+        self.vectors = vectors
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        scores = queries @ self.vectors.T
+        k = min(k, self.vectors.shape[0])
+        ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, ids, axis=1).astype(np.float32), ids.astype(np.int64)
+
+
+def make_span(
+    text: str, note: str, span_id: str = "s0000", section: str = "", **flags: bool
+) -> Span:
+    """A span over the first occurrence of ``text`` in ``note``."""
+    start = note.index(text)
+    end = start + len(text)
+    return Span(
+        span_id=span_id,
+        start=start,
+        end=end,
+        text=text,
+        sentence_start=start,
+        sentence_end=end,
+        section=section,
+        context=ContextFlags(**flags),
+    )

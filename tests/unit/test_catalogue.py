@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from shared.catalogue import Catalogue, CatalogueError, load_index_terms, parse_refs
+from tests.conftest import INDEX_CSV, require
+
+
+def test_codes_descriptions_and_hierarchy(catalogue: Catalogue) -> None:
+    info = catalogue.get("e119")
+    assert info is not None
+    assert info.description == "Type 2 diabetes mellitus without complications"
+    assert info.is_leaf and info.parent == "E11" and info.chapter == "4"
+    assert catalogue.ancestors("E11.9") == ["E11"]
+    assert catalogue.is_ancestor("E11", "E11.9")
+    assert not catalogue.is_valid("E11.99") and not catalogue.is_valid("nonsense")
+    assert len(catalogue.codes) > 90_000
+
+
+def test_notes_are_loaded(catalogue: Catalogue) -> None:
+    j44 = catalogue.get("J44.9")
+    assert j44 is not None and "Chronic obstructive lung disease NOS" in j44.inclusion_terms
+    assert any("type 1 diabetes" in note for note in catalogue.codes["E11"].excludes1)
+
+
+def test_parse_refs() -> None:
+    refs = parse_refs("pancreatitis (K85-K86.-); type 1 (E10.-); neonatal (P70.2); (O24.4-)")
+    assert [(r.first, r.last) for r in refs] == [
+        ("K85", "K86"),
+        ("E10", "E10"),
+        ("P70.2", "P70.2"),
+        ("O24.4", "O24.4"),
+    ]
+    assert refs[0].covers("K86.1") and not refs[0].covers("K87")
+    assert refs[3].covers("O24.41") and not refs[3].covers("O24.5")
+
+
+def test_excludes1_applies_through_ancestors(catalogue: Catalogue) -> None:
+    # E11 (type 2) excludes1 type 1 diabetes (E10.-); the note sits on the category.
+    assert catalogue.excludes1_conflict("E11.9", "E10.9")
+    assert catalogue.excludes1_conflict("E10.9", "E11.9")
+    assert not catalogue.excludes1_conflict("E11.9", "I10")
+
+
+def test_billable_adds_default_seventh_character(catalogue: Catalogue) -> None:
+    assert catalogue.billable("S02.0") == (
+        "S02.0XXA",
+        "7th character A (initial encounter) assumed",
+    )
+    assert catalogue.billable("S72.001")[0] == "S72.001A"
+    assert catalogue.billable("E11.9") == ("E11.9", None)
+    assert catalogue.billable("E11") == ("E11", None)  # children are real subcategories
+
+
+def test_retrieval_texts_skip_seventh_character_codes(catalogue: Catalogue) -> None:
+    rows = catalogue.retrieval_texts(with_index=False)
+    codes = {r.code for r in rows}
+    assert "S02.0" in codes and "S02.0XXA" not in codes
+    assert {r.source for r in rows} == {"description", "inclusion"}
+
+
+def test_index_enrichment(catalogue: Catalogue) -> None:
+    terms = load_index_terms(require(INDEX_CSV), catalogue)
+    assert "Hypertension, hypertensive, cardiorenal, with heart failure" in terms["I13.0"]
+    assert any(t.startswith("History, personal, calculi") for t in terms["Z87.442"])
+    # every code the index names is a catalogue code, never a 7th-character extension
+    assert all(code in catalogue.codes and len(code.replace(".", "")) < 7 for code in terms)
+
+
+def test_index_missing_or_malformed(tmp_path: Path, catalogue: Catalogue) -> None:
+    with pytest.raises(CatalogueError, match="not found"):
+        load_index_terms(tmp_path / "missing.csv", catalogue)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(CatalogueError, match="not a flattened"):
+        load_index_terms(bad, catalogue)
