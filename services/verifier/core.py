@@ -1,0 +1,219 @@
+"""Verifier core: the verifier interface and the deterministic ``similarity`` backend.
+
+A verifier reads each span's retrieved candidates and decides, per candidate it considers,
+accept / review / reject with a confidence and a one-sentence justification. It can only
+choose among the retrieved candidates. The ``similarity`` backend is the embedded default: no
+model server, same input -> same output. It scores a candidate from three features:
+
+- ``score``: the retrieval similarity of the best-matching catalogue text;
+- ``margin``: how far it stands above the next different candidate;
+- ``coverage``: the share of the matched text's content words that the span contains.
+
+``confidence = sigmoid(bias + w_score*score + w_coverage*coverage + w_margin*margin)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.messages import (
+    Candidate,
+    Decision,
+    RetrievedNote,
+    SpanCandidates,
+    Verdict,
+    VerifiedNote,
+    VerifierInfo,
+)
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "was",
+        "were",
+        "with",
+        "without",
+        "which",
+        "who",
+        "whom",
+        "this",
+        "that",
+        "these",
+        "those",
+        "his",
+        "her",
+        "their",
+        "its",
+        "patient",
+        "pt",
+        "unspecified",
+        "other",
+        "nos",
+        "specified",
+        "type",
+        "due",
+        "than",
+        "into",
+    ]
+)
+# Words too generic to count as evidence on their own.
+WEAK = frozenset(["disease", "disorder", "condition", "syndrome"])
+
+
+class Verifier(Protocol):
+    @property
+    def info(self) -> VerifierInfo: ...
+
+    async def verify(self, note: RetrievedNote) -> VerifiedNote: ...
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD_RE.findall(text.lower()) if w not in STOPWORDS]
+
+
+def _stem(word: str) -> str:
+    """A crude prefix stem so 'renal'/'kidney' stay apart but 'calculi'/'calculus' meet."""
+    return word[:6] if len(word) > 6 else word
+
+
+def shared_words(span_text: str, code_text: str) -> list[str]:
+    """Content words of ``span_text`` that also occur (by stem) in ``code_text``, in span order."""
+    code_stems = {_stem(w) for w in content_words(code_text)}
+    seen: dict[str, None] = {}
+    for word in content_words(span_text):
+        if _stem(word) in code_stems:
+            seen.setdefault(word)
+    return list(seen)
+
+
+def coverage(span_text: str, code_text: str) -> float:
+    """Share of the code text's content words (by stem) that the span contains."""
+    code = {_stem(w) for w in content_words(code_text) if w not in WEAK}
+    if not code:
+        return 0.0
+    span = {_stem(w) for w in content_words(span_text)}
+    return len(code & span) / len(code)
+
+
+@dataclass(frozen=True)
+class SimilarityWeights:
+    bias: float = -7.5
+    score: float = 8.0
+    coverage: float = 2.5
+    margin: float = 4.0
+
+
+@dataclass(frozen=True)
+class SimilarityVerifier:
+    """Deterministic verifier from retrieval scores, margins and term overlap."""
+
+    accept_threshold: float = 0.62
+    review_threshold: float = 0.50
+    max_codes_per_span: int = 2
+    considered: int = 5
+    weights: SimilarityWeights = SimilarityWeights()
+
+    @property
+    def info(self) -> VerifierInfo:
+        return VerifierInfo(backend="similarity")
+
+    async def verify(self, note: RetrievedNote) -> VerifiedNote:
+        return self.verify_sync(note)
+
+    def verify_sync(self, note: RetrievedNote) -> VerifiedNote:
+        started = time.perf_counter()
+        verdicts = [v for item in note.items for v in self.judge(item)]
+        return VerifiedNote(
+            note_id=note.note_id,
+            text=note.text,
+            catalogue_version=note.catalogue_version,
+            items=note.items,
+            verdicts=verdicts,
+            verifier=self.info,
+            timings={**note.timings, "verifier": time.perf_counter() - started},
+        )
+
+    def confidence(self, span_text: str, candidate: Candidate, runner_up: float) -> float:
+        w = self.weights
+        cov = max(
+            coverage(span_text, candidate.matched), coverage(span_text, candidate.description)
+        )
+        z = (
+            w.bias
+            + w.score * candidate.score
+            + w.coverage * cov
+            + w.margin * (candidate.score - runner_up)
+        )
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def judge(self, item: SpanCandidates) -> list[Verdict]:
+        """Verdicts for the span's best few candidates: accepted/reviewed first, then rejects."""
+        cands = item.candidates[: self.considered]
+        if not cands:
+            return []
+        scored = [
+            (self.confidence(item.span.text, c, _runner_up(cands, i)), c)
+            for i, c in enumerate(cands)
+        ]
+        scored.sort(key=lambda pair: (-pair[0], pair[1].code))
+        verdicts: list[Verdict] = []
+        for rank, (conf, cand) in enumerate(scored):
+            decision = self._decide(conf) if rank < self.max_codes_per_span else "reject"
+            verdicts.append(
+                Verdict(
+                    span_id=item.span.span_id,
+                    code=cand.code,
+                    decision=decision,
+                    confidence=round(conf, 4),
+                    justification=justify(item.span.text, cand, decision),
+                )
+            )
+        return verdicts
+
+    def _decide(self, conf: float) -> Decision:
+        if conf >= self.accept_threshold:
+            return "accept"
+        if conf >= self.review_threshold:
+            return "review"
+        return "reject"
+
+
+def _runner_up(cands: Sequence[Candidate], index: int) -> float:
+    """The best score among the other candidates."""
+    others = [c.score for j, c in enumerate(cands) if j != index]
+    return max(others, default=0.0)
+
+
+def justify(span_text: str, cand: Candidate, decision: Decision) -> str:
+    words = shared_words(span_text, f"{cand.matched} {cand.description}")
+    said = ", ".join(f"'{w}'" for w in words[:6]) if words else "no shared words"
+    verb = {"accept": "supports", "review": "may support", "reject": "does not support"}[decision]
+    return (
+        f"Span {verb} {cand.code} ({cand.description}): {said} match "
+        f"'{cand.matched}' (similarity {cand.score:.2f})."
+    )

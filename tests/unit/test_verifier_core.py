@@ -1,0 +1,74 @@
+import asyncio
+
+from services.verifier.core import SimilarityVerifier, coverage, shared_words
+from shared.messages import Candidate, RetrievedNote, SpanCandidates
+from tests.fakes import make_span
+
+TEXT = "Type 2 diabetes mellitus without complications"
+
+
+def cand(code: str, description: str, score: float, matched: str | None = None) -> Candidate:
+    return Candidate(
+        code=code, description=description, score=score, matched=matched or description
+    )
+
+
+def note_with(cands: list[Candidate], text: str = TEXT) -> RetrievedNote:
+    span = make_span(text, text)
+    return RetrievedNote(
+        note_id="n1",
+        text=text,
+        catalogue_version="test",
+        items=[SpanCandidates(span=span, candidates=cands)],
+    )
+
+
+def test_words_and_coverage() -> None:
+    assert shared_words("Known type 2 diabetes, on insulin", "Type 2 diabetes mellitus") == [
+        "2",
+        "diabetes",
+    ]
+    assert coverage(TEXT, TEXT) == 1.0
+    assert coverage("hypertension", "Essential (primary) hypertension") == 1 / 3
+
+
+def test_exact_description_accepted_with_justification() -> None:
+    note = note_with(
+        [
+            cand("E11.9", TEXT, 0.97),
+            cand("E11.8", "Type 2 diabetes mellitus with unspecified complications", 0.85),
+            cand("E10.9", "Type 1 diabetes mellitus without complications", 0.80),
+        ]
+    )
+    out = asyncio.run(SimilarityVerifier().verify(note))
+    top = out.verdicts[0]
+    assert (top.code, top.decision) == ("E11.9", "accept")
+    assert "'diabetes'" in top.justification and "E11.9" in top.justification
+    assert out.verifier.backend == "similarity" and "verifier" in out.timings
+    # at most max_codes_per_span verdicts are not rejects
+    assert sum(v.decision != "reject" for v in out.verdicts) <= 2
+    assert out.verdicts == asyncio.run(SimilarityVerifier().verify(note)).verdicts  # deterministic
+
+
+def test_weak_unrelated_match_rejected() -> None:
+    note = note_with([cand("K21.9", "Gastro-esophageal reflux disease without esophagitis", 0.31)])
+    out = asyncio.run(SimilarityVerifier().verify(note))
+    assert [v.decision for v in out.verdicts] == ["reject"]
+    assert "does not support" in out.verdicts[0].justification
+
+
+def test_only_retrieved_codes_are_named() -> None:
+    cands = [
+        cand("I10", "Essential (primary) hypertension", 0.9),
+        cand("I15.9", "Secondary hypertension, unspecified", 0.7),
+    ]
+    out = asyncio.run(SimilarityVerifier().verify(note_with(cands, "Essential hypertension")))
+    assert {v.code for v in out.verdicts} <= {"I10", "I15.9"}
+
+
+def test_threshold_moves_decision() -> None:
+    note = note_with([cand("E11.9", TEXT, 0.80)])
+    strict = SimilarityVerifier(accept_threshold=1.0, review_threshold=1.0)
+    lax = SimilarityVerifier(accept_threshold=0.01, review_threshold=0.0)
+    assert asyncio.run(strict.verify(note)).verdicts[0].decision == "reject"
+    assert asyncio.run(lax.verify(note)).verdicts[0].decision == "accept"
