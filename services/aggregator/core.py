@@ -1,0 +1,197 @@
+"""Aggregator core: span verdicts -> the document's codes, ranked, each with its evidence.
+
+Rules, in order:
+
+1. Only accepted (and, if configured, review) verdicts for codes in the current catalogue count.
+2. Context: a negated or hypothetical span produces no code. A family span produces only a
+   family-history code (Z80-Z84), a historical span only a personal-history code (Z85-Z87,
+   Z92); the condition's own code is kept visible under ``excluded`` with the reason.
+3. A code whose children are 7th-character extensions becomes its default billable code.
+4. One entry per code, gathering all its evidence spans; confidence is the best verdict's.
+5. When a code and its ancestor both appear, the more specific code keeps both evidences.
+6. Excludes1 pairs: the more confident code stays, the other is excluded with the reason.
+7. Ranked by confidence.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from shared.catalogue import Catalogue
+from shared.messages import (
+    CodedNote,
+    CodeResult,
+    Evidence,
+    ExcludedSpan,
+    Span,
+    Verdict,
+    VerifiedNote,
+)
+from shared.settings import AggregatorSettings
+
+FAMILY_HISTORY = ("Z80", "Z81", "Z82", "Z83", "Z84")
+PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z92")
+
+
+def context_reason(span: Span, code: str) -> str | None:
+    """Why this span may not produce this code, or None when it may."""
+    ctx = span.context
+    if ctx.negated:
+        return "negated"
+    if ctx.hypothetical:
+        return "hypothetical or uncertain"
+    if ctx.family and not code.startswith(FAMILY_HISTORY):
+        return "family history: the condition is a relative's"
+    if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY):
+        return "historical: a past condition, not a current one"
+    return None
+
+
+@dataclass
+class _Entry:
+    code: str
+    description: str
+    confidence: float
+    accepted: bool
+    justification: str
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+
+    def absorb(self, other: _Entry) -> None:
+        for span_id, ev in other.evidence.items():
+            self.evidence.setdefault(span_id, ev)
+        self.accepted = self.accepted or other.accepted
+        if other.confidence > self.confidence:
+            self.confidence = other.confidence
+
+    def result(self) -> CodeResult:
+        evidence = sorted(self.evidence.values(), key=lambda e: (e.start, e.end))
+        return CodeResult(
+            code=self.code,
+            description=self.description,
+            confidence=round(self.confidence, 4),
+            decision="accept" if self.accepted else "review",
+            justification=self.justification,
+            evidence=evidence,
+        )
+
+
+class Aggregator:
+    def __init__(self, catalogue: Catalogue, settings: AggregatorSettings | None = None) -> None:
+        self._catalogue = catalogue
+        self._include_review = (settings or AggregatorSettings()).include_review
+
+    def aggregate(self, note: VerifiedNote) -> CodedNote:
+        started = time.perf_counter()
+        spans = {item.span.span_id: item.span for item in note.items}
+        entries: dict[str, _Entry] = {}
+        excluded: dict[tuple[str, str], ExcludedSpan] = {}
+        for verdict in note.verdicts:
+            span = spans.get(verdict.span_id)
+            if span is None or not self._counts(verdict):
+                continue
+            info = self._catalogue.get(verdict.code)
+            if info is None:
+                excluded[(span.span_id, verdict.code)] = _excluded(
+                    span, verdict.code, "not in catalogue"
+                )
+                continue
+            reason = context_reason(span, info.code)
+            if reason is not None:
+                excluded[(span.span_id, info.code)] = _excluded(span, info.code, reason)
+                continue
+            self._add(entries, span, verdict, info.code)
+        kept = self._keep_most_specific(entries)
+        kept, dropped = self._resolve_excludes1(kept)
+        for entry, winner in dropped:
+            for ev in entry.evidence.values():
+                reason = f"Excludes1 with {winner.code}, which is more confident"
+                excluded[(ev.span_id, entry.code)] = _excluded_ev(ev, entry.code, reason)
+        codes = [e.result() for e in sorted(kept, key=lambda e: (-e.confidence, e.code))]
+        return CodedNote(
+            note_id=note.note_id,
+            catalogue_version=note.catalogue_version,
+            codes=codes,
+            excluded=sorted(excluded.values(), key=lambda x: (x.start, x.code)),
+            verifier=note.verifier,
+            timings={**note.timings, "aggregator": time.perf_counter() - started},
+        )
+
+    def _counts(self, verdict: Verdict) -> bool:
+        return verdict.decision == "accept" or (
+            verdict.decision == "review" and self._include_review
+        )
+
+    def _add(self, entries: dict[str, _Entry], span: Span, verdict: Verdict, code: str) -> None:
+        billable, assumption = self._catalogue.billable(code)
+        info = self._catalogue.get(billable)
+        description = info.description if info else ""
+        justification = (
+            f"{verdict.justification} {assumption}." if assumption else verdict.justification
+        )
+        entry = _Entry(
+            code=billable,
+            description=description,
+            confidence=verdict.confidence,
+            accepted=verdict.decision == "accept",
+            justification=justification,
+            evidence={span.span_id: _evidence(span)},
+        )
+        current = entries.get(billable)
+        if current is None:
+            entries[billable] = entry
+        elif entry.confidence > current.confidence:
+            entry.absorb(current)
+            entries[billable] = entry
+        else:
+            current.absorb(entry)
+
+    def _keep_most_specific(self, entries: dict[str, _Entry]) -> list[_Entry]:
+        """Fold each code that is an ancestor of another present code into the descendant."""
+        kept = dict(entries)
+        for code in sorted(entries, key=lambda c: -len(c)):
+            if code not in kept:
+                continue
+            for ancestor in self._catalogue.ancestors(code):
+                general = kept.pop(ancestor, None)
+                if general is not None:
+                    kept[code].absorb(general)
+        return list(kept.values())
+
+    def _resolve_excludes1(
+        self, entries: list[_Entry]
+    ) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:
+        kept: list[_Entry] = []
+        dropped: list[tuple[_Entry, _Entry]] = []
+        for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
+            winner = next(
+                (k for k in kept if self._catalogue.excludes1_conflict(k.code, entry.code)), None
+            )
+            if winner is None:
+                kept.append(entry)
+            else:
+                dropped.append((entry, winner))
+        return kept, dropped
+
+
+def _evidence(span: Span) -> Evidence:
+    return Evidence(
+        span_id=span.span_id, start=span.start, end=span.end, text=span.text, section=span.section
+    )
+
+
+def _excluded(span: Span, code: str, reason: str) -> ExcludedSpan:
+    return ExcludedSpan(
+        span_id=span.span_id,
+        start=span.start,
+        end=span.end,
+        text=span.text,
+        code=code,
+        reason=reason,
+    )
+
+
+def _excluded_ev(ev: Evidence, code: str, reason: str) -> ExcludedSpan:
+    return ExcludedSpan(
+        span_id=ev.span_id, start=ev.start, end=ev.end, text=ev.text, code=code, reason=reason
+    )

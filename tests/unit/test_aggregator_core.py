@@ -1,0 +1,120 @@
+from services.aggregator.core import Aggregator, context_reason
+from shared.catalogue import Catalogue
+from shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
+from shared.settings import AggregatorSettings
+from tests.fakes import make_span
+
+NOTE = (
+    "Type 2 diabetes mellitus without complications. Diabetes. Denies chest pain. "
+    "Family history of breast cancer. History of nephrolithiasis. Rule out pneumonia. "
+    "Type 1 diabetes. Skull fracture."
+)
+
+
+def span(text: str, sid: str, **flags: bool) -> Span:
+    return make_span(text, NOTE, sid, **flags)
+
+
+def verdict(sid: str, code: str, conf: float, decision: str = "accept") -> Verdict:
+    return Verdict(
+        span_id=sid, code=code, decision=decision, confidence=conf, justification=f"j {code}"
+    )  # type: ignore[arg-type]
+
+
+def run(
+    catalogue: Catalogue, spans: list[Span], verdicts: list[Verdict], include_review: bool = True
+):  # type: ignore[no-untyped-def]
+    note = VerifiedNote(
+        note_id="n1",
+        text=NOTE,
+        catalogue_version="icd10cm-2026",
+        items=[SpanCandidates(span=s, candidates=[]) for s in spans],
+        verdicts=verdicts,
+        verifier=VerifierInfo(backend="test"),
+    )
+    return Aggregator(catalogue, AggregatorSettings(include_review=include_review)).aggregate(note)
+
+
+def test_context_reasons() -> None:
+    assert context_reason(span("Denies chest pain", "a", negated=True), "R07.9") == "negated"
+    fam = span("Family history of breast cancer", "b", family=True)
+    assert context_reason(fam, "Z80.3") is None
+    assert context_reason(fam, "C50.919") is not None
+    hist = span("History of nephrolithiasis", "c", historical=True)
+    assert context_reason(hist, "Z87.442") is None
+    assert context_reason(hist, "N20.0") is not None
+    assert context_reason(span("Rule out pneumonia", "d", hypothetical=True), "J18.9") is not None
+
+
+def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalogue) -> None:
+    spans = [
+        span("Denies chest pain", "s1", negated=True),
+        span("Family history of breast cancer", "s2", family=True),
+        span("History of nephrolithiasis", "s3", historical=True),
+        span("Rule out pneumonia", "s4", hypothetical=True),
+    ]
+    out = run(
+        catalogue,
+        spans,
+        [
+            verdict("s1", "R07.9", 0.9),
+            verdict("s2", "C50.919", 0.9),
+            verdict("s2", "Z80.3", 0.8),
+            verdict("s3", "N20.0", 0.9),
+            verdict("s3", "Z87.442", 0.8),
+            verdict("s4", "J18.9", 0.9),
+        ],
+    )
+    assert [c.code for c in out.codes] == ["Z80.3", "Z87.442"]
+    reasons = {(x.code, x.reason.split(":")[0]) for x in out.excluded}
+    assert reasons == {
+        ("R07.9", "negated"),
+        ("C50.919", "family history"),
+        ("N20.0", "historical"),
+        ("J18.9", "hypothetical or uncertain"),
+    }
+    ex = next(x for x in out.excluded if x.code == "R07.9")
+    assert NOTE[ex.start : ex.end] == ex.text == "Denies chest pain"
+
+
+def test_most_specific_code_keeps_all_evidence(catalogue: Catalogue) -> None:
+    spans = [span("Type 2 diabetes mellitus without complications", "s1"), span("Diabetes", "s2")]
+    out = run(catalogue, spans, [verdict("s1", "E11.9", 0.7), verdict("s2", "E11", 0.9)])
+    assert [c.code for c in out.codes] == ["E11.9"]
+    assert [e.span_id for e in out.codes[0].evidence] == ["s1", "s2"]
+    assert out.codes[0].confidence == 0.9
+
+
+def test_excludes1_keeps_the_more_confident(catalogue: Catalogue) -> None:
+    spans = [
+        span("Type 2 diabetes mellitus without complications", "s1"),
+        span("Type 1 diabetes", "s2"),
+    ]
+    out = run(catalogue, spans, [verdict("s1", "E11.9", 0.9), verdict("s2", "E10.9", 0.6)])
+    assert [c.code for c in out.codes] == ["E11.9"]
+    assert [(x.code, x.reason) for x in out.excluded] == [
+        ("E10.9", "Excludes1 with E11.9, which is more confident")
+    ]
+
+
+def test_dedupe_rank_review_and_seventh_character(catalogue: Catalogue) -> None:
+    spans = [
+        span("Diabetes", "s1"),
+        span("Type 2 diabetes mellitus without complications", "s2"),
+        span("Skull fracture", "s3"),
+    ]
+    verdicts = [
+        verdict("s1", "E11.9", 0.55, "review"),
+        verdict("s2", "E11.9", 0.8),
+        verdict("s3", "S02.0", 0.95),
+        verdict("s3", "NOTACODE", 0.99),
+        verdict("s1", "I10", 0.99, "reject"),
+    ]
+    out = run(catalogue, spans, verdicts)
+    assert [c.code for c in out.codes] == ["S02.0XXA", "E11.9"]
+    e11 = out.codes[1]
+    assert e11.decision == "accept" and len(e11.evidence) == 2
+    assert "7th character A" in out.codes[0].justification
+    assert any(x.reason == "not in catalogue" for x in out.excluded)
+    without_review = run(catalogue, spans[:1], verdicts[:1], include_review=False)
+    assert without_review.codes == []
