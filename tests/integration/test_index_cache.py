@@ -1,0 +1,57 @@
+"""The FAISS index cache with the real model on a tiny catalogue: keyed, reused, self-healing."""
+
+from pathlib import Path
+
+import pytest
+
+from services.retriever.adapters import (
+    SentenceTransformerEncoder,
+    default_model_path,
+    load_or_build_index,
+)
+from shared.catalogue import Catalogue, CodeInfo
+from shared.settings import RetrieverSettings
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_catalogue(extra: str = "") -> Catalogue:
+    def info(code: str, description: str) -> CodeInfo:
+        return CodeInfo(code, description, True, None, (), "4", "E08-E13")
+
+    codes = {
+        "E11.9": info("E11.9", "Type 2 diabetes mellitus without complications"),
+        "I10": info("I10", "Essential (primary) hypertension" + extra),
+        "J18.9": info("J18.9", "Pneumonia, unspecified organism"),
+    }
+    return Catalogue(version="tiny", codes=codes)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(default_model_path(), device="cpu")
+
+
+def test_build_reuse_rebuild(tmp_path: Path, encoder: SentenceTransformerEncoder) -> None:
+    settings = RetrieverSettings(cache_dir=tmp_path)
+    first = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    assert first.built and first.index.size == 3
+    again = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    assert not again.built and again.directory == first.directory
+
+    query = encoder.encode(["high blood pressure"])
+    scores, ids = again.index.search(query, 3)
+    assert again.rows.codes[int(ids[0][0])] == "I10"
+    assert scores[0][0] > scores[0][1]
+
+    (first.directory / "index.faiss").write_bytes(b"garbage")
+    healed = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    assert healed.built and healed.index.size == 3
+
+    changed = load_or_build_index(tiny_catalogue(" NOS"), encoder, settings, progress=None)
+    assert changed.built and changed.directory != first.directory
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no sentence-transformers model"):
+        SentenceTransformerEncoder(tmp_path)
