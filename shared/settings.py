@@ -56,7 +56,7 @@ class VerifierSettings(_Settings):
     backend: Literal["similarity", "vllm"] = "similarity"
     accept_threshold: float = 0.62
     review_threshold: float = 0.50
-    max_codes_per_span: int = Field(default=2, gt=0)
+    max_codes_per_span: int = Field(default=1, gt=0)
     vllm_base_url: str = "http://127.0.0.1:8000/v1"
     vllm_model: str = "default"
     vllm_api_key: SecretStr = SecretStr("EMPTY")

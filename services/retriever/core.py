@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from shared.messages import Candidate, RetrievedNote, SegmentedNote, Span, SpanCandidates
+from shared.context import query_texts
+from shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 
 Vectors = npt.NDArray[np.float32]
 
@@ -43,17 +44,6 @@ class IndexRows:
 
     codes: Sequence[str]
     texts: Sequence[str]
-
-
-def query_texts(span: Span) -> list[str]:
-    """The texts searched for a span: the span itself, plus its context reading if any."""
-    queries = [span.text]
-    lowered = span.text.lower()
-    if span.context.family and "family" not in lowered:
-        queries.append(f"family history of {span.text}")
-    elif span.context.historical and "history" not in lowered:
-        queries.append(f"personal history of {span.text}")
-    return queries
 
 
 class Retriever:

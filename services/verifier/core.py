@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.context import contextual_text
 from shared.messages import (
     Candidate,
     Decision,
@@ -134,7 +135,7 @@ class SimilarityVerifier:
 
     accept_threshold: float = 0.62
     review_threshold: float = 0.50
-    max_codes_per_span: int = 2
+    max_codes_per_span: int = 1
     considered: int = 5
     weights: SimilarityWeights = SimilarityWeights()
 
@@ -176,9 +177,9 @@ class SimilarityVerifier:
         cands = item.candidates[: self.considered]
         if not cands:
             return []
+        read_as = contextual_text(item.span) or item.span.text
         scored = [
-            (self.confidence(item.span.text, c, _runner_up(cands, i)), c)
-            for i, c in enumerate(cands)
+            (self.confidence(read_as, c, _runner_up(cands, i)), c) for i, c in enumerate(cands)
         ]
         scored.sort(key=lambda pair: (-pair[0], pair[1].code))
         verdicts: list[Verdict] = []
@@ -190,7 +191,7 @@ class SimilarityVerifier:
                     code=cand.code,
                     decision=decision,
                     confidence=round(conf, 4),
-                    justification=justify(item.span.text, cand, decision),
+                    justification=justify(read_as, cand, decision),
                 )
             )
         return verdicts

@@ -1,4 +1,5 @@
-from services.retriever.core import IndexRows, Retriever, query_texts
+from services.retriever.core import IndexRows, Retriever
+from shared.context import query_texts
 from shared.messages import SegmentedNote
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 
