@@ -1,0 +1,49 @@
+"""The ``icdcoder`` command: parse arguments, call the pipeline, print results.
+
+Subcommands live in small modules that each add themselves to the parser (``register``); each
+handler returns the exit code. Bad input ends with one line on stderr and exit 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from shared.logging import configure_logging
+
+#: Modules that add subcommands: each has ``register(subparsers)``.
+COMMAND_MODULES = (
+    "icdcoder.commands.code",
+    "icdcoder.commands.index",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icdcoder",
+        description="Assign ICD-10-CM codes to clinical notes, with evidence spans.",
+    )
+    parser.add_argument("--log-level", default="WARNING", help="log level (default WARNING)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, stream=sys.stderr)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        print("icdcoder: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

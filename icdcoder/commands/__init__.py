@@ -1,0 +1,1 @@
+"""Subcommands of the icdcoder CLI; each module has register(subparsers)."""

@@ -1,0 +1,65 @@
+"""``icdcoder code FILE...``: code notes in one process (segmenter -> ... -> aggregator)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from icdcoder.commands.options import (
+    add_pipeline_options,
+    check_paths,
+    retriever_settings,
+    verifier_settings,
+)
+from icdcoder.inputs import InputError, read_note
+from icdcoder.render import table
+from shared.messages import NoteIn
+from shared.settings import RetrieverSettings, SegmenterSettings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "code",
+        help="code notes in one process and print codes with evidence",
+        description="Code clinical notes in one process. JSON: one CodedNote per line.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="note files; - reads stdin")
+    parser.add_argument("--format", choices=["json", "table"], default="json")
+    add_pipeline_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    segmenter = SegmenterSettings()
+    try:
+        notes = [read_note(path, max_chars=segmenter.max_note_chars) for path in args.files]
+    except InputError as exc:
+        print(f"icdcoder: error: {exc}", file=sys.stderr)
+        return 2
+    retriever = retriever_settings(args)
+    problem = check_paths(retriever)
+    if problem:
+        print(f"icdcoder: error: {problem}", file=sys.stderr)
+        return 2
+    return asyncio.run(_code(notes, args, segmenter, retriever))
+
+
+async def _code(
+    notes: list[NoteIn],
+    args: argparse.Namespace,
+    segmenter: SegmenterSettings,
+    retriever: RetrieverSettings,
+) -> int:
+    from icdcoder.bootstrap import build_pipeline
+
+    pipeline = build_pipeline(
+        segmenter=segmenter, retriever=retriever, verifier=verifier_settings(args)
+    )
+    for note in notes:
+        coded = await pipeline.code(note)
+        if args.format == "table":
+            print(table(coded), end="\n\n")
+        else:
+            print(coded.model_dump_json())
+    return 0

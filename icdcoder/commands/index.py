@@ -1,0 +1,40 @@
+"""``icdcoder index build``: embed the catalogue texts and cache the FAISS index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from icdcoder.commands.options import add_pipeline_options, check_paths, retriever_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("index", help="manage the retrieval index")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="build (or reuse) the cached FAISS index")
+    build.add_argument("--force", action="store_true", help="rebuild even if a cache exists")
+    add_pipeline_options(build)
+    build.set_defaults(handler=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from services.retriever.adapters import load_encoder, load_or_build_index
+    from shared.catalogue import load_catalogue
+
+    settings = retriever_settings(args)
+    problem = check_paths(settings)
+    if problem:
+        print(f"icdcoder: error: {problem}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    catalogue = load_catalogue(settings.index_csv)
+    encoder = load_encoder(settings)
+    bundle = load_or_build_index(catalogue, encoder, settings, force=args.force)
+    size = sum(f.stat().st_size for f in bundle.directory.iterdir())
+    verb = "built" if bundle.built else "reused"
+    print(
+        f"{verb} index: {bundle.index.size:,} texts, {size / 2**20:.1f} MiB at {bundle.directory} "
+        f"({time.perf_counter() - started:.1f} s, encoder on {encoder.device})"
+    )
+    return 0

@@ -1,0 +1,55 @@
+"""Options shared by the subcommands that build a pipeline (code, eval, index build)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from shared.settings import RetrieverSettings, VerifierSettings
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pipeline (defaults from ICDCODER_* environment variables)")
+    group.add_argument(
+        "--index-csv",
+        type=Path,
+        help="ICD-10-CM Alphabetic Index CSV whose term paths enrich retrieval",
+    )
+    group.add_argument("--no-index", action="store_true", help="no alphabetic-index enrichment")
+    group.add_argument("--model", type=Path, help="sentence-transformers model folder")
+    group.add_argument("--top-k", type=int, help="candidates per span (default 20)")
+    group.add_argument("--cache-dir", type=Path, help="where the FAISS index is cached")
+    group.add_argument("--verifier", choices=["similarity", "vllm"], help="verifier backend")
+
+
+def retriever_settings(args: argparse.Namespace) -> RetrieverSettings:
+    overrides: dict[str, Any] = {}
+    if args.index_csv is not None:
+        overrides["index_csv"] = args.index_csv
+    if args.model is not None:
+        overrides["model_path"] = args.model
+    if args.top_k is not None:
+        overrides["top_k"] = args.top_k
+    if args.cache_dir is not None:
+        overrides["cache_dir"] = args.cache_dir
+    settings = RetrieverSettings(**overrides)
+    if args.no_index:
+        settings = settings.model_copy(update={"index_csv": None})
+    return settings
+
+
+def verifier_settings(args: argparse.Namespace) -> VerifierSettings:
+    settings = VerifierSettings()
+    if args.verifier is not None:
+        settings = settings.model_copy(update={"backend": args.verifier})
+    return settings
+
+
+def check_paths(settings: RetrieverSettings) -> str | None:
+    """A one-line problem with the configured files, or None."""
+    if settings.index_csv is not None and not settings.index_csv.is_file():
+        return f"alphabetic index not found: {settings.index_csv}"
+    if settings.model_path is not None and not (settings.model_path / "config.json").is_file():
+        return f"no sentence-transformers model at {settings.model_path}"
+    return None
