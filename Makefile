@@ -1,0 +1,45 @@
+# One command sets up and runs the main job (make demo); one sets up and runs the tests (make test).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install index demo test lint typecheck unit eval bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0   # CPU build first: nothing after it pulls CUDA wheels
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+index: install
+	$(BIN)/icdcoder index build
+
+demo: index
+	$(BIN)/icdcoder code --format table examples/*.txt
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: lint typecheck index
+	$(BIN)/pytest -q -rs
+
+eval: index
+	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
