@@ -57,6 +57,9 @@ class VerifierSettings(_Settings):
     accept_threshold: float = 0.62
     review_threshold: float = 0.50
     max_codes_per_span: int = Field(default=1, gt=0)
+    #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
+    #: fitted on CodiEsp train (scripts/fit_similarity_weights.py).
+    weights_path: Path | None = None
     vllm_base_url: str = "http://127.0.0.1:8000/v1"
     vllm_model: str = "default"
     vllm_api_key: SecretStr = SecretStr("EMPTY")

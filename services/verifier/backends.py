@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from services.verifier.core import SimilarityVerifier, Verifier
+from pathlib import Path
+
+from services.verifier.core import SimilarityVerifier, SimilarityWeights, Verifier
 from shared.catalogue import Catalogue
 from shared.settings import VerifierSettings
+
+#: Weights fitted on CodiEsp train, shipped with the verifier.
+SHIPPED_WEIGHTS = Path(__file__).with_name("similarity_weights.json")
+
+
+def similarity_weights(path: Path | None) -> SimilarityWeights:
+    """Weights from ``path``, else the shipped fitted ones, else the a priori defaults."""
+    chosen = path or (SHIPPED_WEIGHTS if SHIPPED_WEIGHTS.is_file() else None)
+    return SimilarityWeights.from_json(chosen.read_text()) if chosen else SimilarityWeights()
 
 
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
@@ -16,4 +27,5 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         accept_threshold=settings.accept_threshold,
         review_threshold=settings.review_threshold,
         max_codes_per_span=settings.max_codes_per_span,
+        weights=similarity_weights(settings.weights_path),
     )

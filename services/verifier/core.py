@@ -14,6 +14,7 @@ model server, same input -> same output. It scores a candidate from three featur
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -123,10 +124,17 @@ def coverage(span_text: str, code_text: str) -> float:
 
 @dataclass(frozen=True)
 class SimilarityWeights:
+    """Logistic-regression weights; defaults are a priori, ``from_json`` loads fitted ones."""
+
     bias: float = -7.5
     score: float = 8.0
     coverage: float = 2.5
     margin: float = 4.0
+
+    @classmethod
+    def from_json(cls, text: str) -> SimilarityWeights:
+        data = json.loads(text)
+        return cls(**{name: float(data[name]) for name in ("bias", "score", "coverage", "margin")})
 
 
 @dataclass(frozen=True)
@@ -159,17 +167,10 @@ class SimilarityVerifier:
             timings={**note.timings, "verifier": time.perf_counter() - started},
         )
 
-    def confidence(self, span_text: str, candidate: Candidate, runner_up: float) -> float:
+    def confidence(self, span_text: str, cands: Sequence[Candidate], index: int) -> float:
+        score, cov, margin = features(span_text, cands, index)
         w = self.weights
-        cov = max(
-            coverage(span_text, candidate.matched), coverage(span_text, candidate.description)
-        )
-        z = (
-            w.bias
-            + w.score * candidate.score
-            + w.coverage * cov
-            + w.margin * (candidate.score - runner_up)
-        )
+        z = w.bias + w.score * score + w.coverage * cov + w.margin * margin
         return 1.0 / (1.0 + math.exp(-z))
 
     def judge(self, item: SpanCandidates) -> list[Verdict]:
@@ -178,9 +179,7 @@ class SimilarityVerifier:
         if not cands:
             return []
         read_as = contextual_text(item.span) or item.span.text
-        scored = [
-            (self.confidence(read_as, c, _runner_up(cands, i)), c) for i, c in enumerate(cands)
-        ]
+        scored = [(self.confidence(read_as, cands, i), c) for i, c in enumerate(cands)]
         scored.sort(key=lambda pair: (-pair[0], pair[1].code))
         verdicts: list[Verdict] = []
         for rank, (conf, cand) in enumerate(scored):
@@ -204,10 +203,12 @@ class SimilarityVerifier:
         return "reject"
 
 
-def _runner_up(cands: Sequence[Candidate], index: int) -> float:
-    """The best score among the other candidates."""
-    others = [c.score for j, c in enumerate(cands) if j != index]
-    return max(others, default=0.0)
+def features(span_text: str, cands: Sequence[Candidate], index: int) -> tuple[float, float, float]:
+    """(score, coverage, margin) of candidate ``index`` among a span's candidates."""
+    cand = cands[index]
+    cov = max(coverage(span_text, cand.matched), coverage(span_text, cand.description))
+    runner_up = max((c.score for j, c in enumerate(cands) if j != index), default=0.0)
+    return cand.score, cov, cand.score - runner_up
 
 
 def justify(span_text: str, cand: Candidate, decision: Decision) -> str:
