@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_CODE_RE = re.compile(r"^[A-Z][0-9][0-9A-Z](?:[0-9A-Z]{1,4})?$")
+_CODE_RE = re.compile(r"^[A-Z][0-9A-Z][0-9A-Z](?:[0-9A-Z]{1,4})?$")
 
 
 class InvalidCodeError(ValueError):
