@@ -231,11 +231,14 @@ def build_report(
 ) -> EvalReport:
     """Score pipeline outputs against their cases' gold codes (no IO)."""
     results = [_case_result(run) for run in runs]
+    # MAP scores the whole ranked list (accepted codes, then review suggestions), as a
+    # CodiEsp-D run file is scored; P/R/F1 score what the system asserts: accepted codes.
     ranked = {r.case_id: [p.code for p in r.predicted] for r in results}
+    asserted = {r.case_id: [p.code for p in r.predicted if p.decision == "accept"] for r in results}
     gold = {r.case_id: r.gold for r in results}
     candidates = {run.case.case_id: candidate_lists(run.retrieved) for run in runs}
-    micro = metrics.micro_confusion(ranked, gold)
-    macro = metrics.macro_prf(ranked, gold)
+    micro = metrics.micro_confusion(asserted, gold)
+    macro = metrics.macro_prf(asserted, gold)
     invalid = metrics.invalid_gold(gold, is_valid)
     return EvalReport(
         split=split,
@@ -247,7 +250,7 @@ def build_report(
         gold_pairs=metrics.gold_pairs(gold),
         invalid_gold_pairs=len(invalid),
         invalid_gold_codes=metrics.unique(invalid),
-        predicted_pairs=sum(len(codes) for codes in ranked.values()),
+        predicted_pairs=sum(len(codes) for codes in asserted.values()),
         map=metrics.mean_average_precision(ranked, gold),
         map_predicted_cases=metrics.mean_average_precision(ranked, gold, predicted_cases_only=True),
         micro=MicroScores(
@@ -259,7 +262,7 @@ def build_report(
             fn=micro.fn,
         ),
         macro=Scores(precision=macro.precision, recall=macro.recall, f1=macro.f1),
-        macro_labels=len(metrics.label_confusions(ranked, gold)),
+        macro_labels=len(metrics.label_confusions(asserted, gold)),
         candidate_recall=_recalls(candidates, gold),
         stage_seconds=stage_seconds(runs),
         wall_seconds=wall_seconds,

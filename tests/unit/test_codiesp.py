@@ -18,7 +18,7 @@ from icdcoder.codiesp import (
     read_split,
 )
 from icdcoder.commands import eval as eval_command
-from icdcoder.evaluate import EvalReport, evaluate, write_outputs
+from icdcoder.evaluate import CaseRun, EvalReport, build_report, evaluate, write_outputs
 from icdcoder.metrics import always_valid
 from shared.messages import (
     Candidate,
@@ -354,3 +354,21 @@ def test_eval_command_rejects_a_non_positive_limit(capsys: pytest.CaptureFixture
         parse(["eval", "--data", "x", "--limit", "0"])
     assert exit_info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_review_codes_are_ranked_for_map_but_not_asserted() -> None:
+    case = CodiEspCase("c1", "text", ("e11.9", "i10"))
+    review = _result("I10", 0.3).model_copy(update={"decision": "review"})
+    coded = CodedNote(
+        note_id="c1",
+        catalogue_version="t",
+        codes=[_result("R51.9", 0.9), review],
+        excluded=[],
+        verifier=VerifierInfo(backend="fake"),
+    )
+    retrieved = RetrievedNote(note_id="c1", text="text", catalogue_version="t", items=[])
+    report = build_report(
+        [CaseRun(case, coded, retrieved, 0.1)], catalogue_version="t", wall_seconds=1
+    )
+    assert report.map == pytest.approx((1 / 2) / 2)  # i10, a hit, ranked second
+    assert (report.micro.tp, report.micro.fp, report.micro.fn) == (0, 1, 2)  # only R51.9 asserted
