@@ -149,26 +149,19 @@ def table(split: str, index_csv: Path | None, weights: Path | None) -> None:
     fitted = similarity_weights(weights)
     prior = SimilarityWeights()
     variants = [
-        Variant("a priori weights, top-1/span, accept>=0.62", SimilarityVerifier(weights=prior)),
-        Variant("fitted weights, top-1/span, accept>=0.62", SimilarityVerifier(weights=fitted)),
+        Variant("a priori weights, accept>=0.62, review>=0.50", SimilarityVerifier(weights=prior)),
+        Variant("fitted weights, accept>=0.62, review>=0.50", SimilarityVerifier(weights=fitted)),
     ]
-    for threshold in (0.2, 0.3, 0.4, 0.5):
-        variants.append(
-            Variant(
-                f"fitted weights, top-1/span, accept>={threshold}",
-                SimilarityVerifier(
-                    weights=fitted, accept_threshold=threshold, review_threshold=threshold
-                ),
+    for accept in (0.1, 0.15, 0.2, 0.25):
+        for review in (0.02, 0.05):
+            variants.append(
+                Variant(
+                    f"fitted weights, accept>={accept}, review>={review}",
+                    SimilarityVerifier(
+                        weights=fitted, accept_threshold=accept, review_threshold=review
+                    ),
+                )
             )
-        )
-    variants.append(
-        Variant(
-            "fitted weights, top-2/span, accept>=0.3",
-            SimilarityVerifier(
-                weights=fitted, accept_threshold=0.3, review_threshold=0.3, max_codes_per_span=2
-            ),
-        )
-    )
     print(f"{split} / {cache_path(split, index_csv).stem}: {len(cases)} cases")
     print(
         f"{'variant':<46} {'MAP':>6} {'microP':>7} {'microR':>7} {'microF1':>7} "

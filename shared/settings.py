@@ -54,9 +54,12 @@ class RetrieverSettings(CatalogueSettings):
 
 class VerifierSettings(_Settings):
     backend: Literal["similarity", "vllm"] = "similarity"
-    accept_threshold: float = 0.62
-    review_threshold: float = 0.50
+    #: Thresholds on the similarity verifier's calibrated confidence (weights fitted on CodiEsp
+    #: train; thresholds chosen on CodiEsp dev: see bench/levers.py and the README).
+    accept_threshold: float = 0.10
+    review_threshold: float = 0.02
     max_codes_per_span: int = Field(default=1, gt=0)
+    max_suggestions_per_span: int = Field(default=3, gt=0)
     #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
     #: fitted on CodiEsp train (scripts/fit_similarity_weights.py).
     weights_path: Path | None = None

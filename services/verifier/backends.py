@@ -27,5 +27,6 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         accept_threshold=settings.accept_threshold,
         review_threshold=settings.review_threshold,
         max_codes_per_span=settings.max_codes_per_span,
+        max_suggestions_per_span=settings.max_suggestions_per_span,
         weights=similarity_weights(settings.weights_path),
     )

@@ -144,6 +144,8 @@ class SimilarityVerifier:
     accept_threshold: float = 0.62
     review_threshold: float = 0.50
     max_codes_per_span: int = 1
+    #: Further candidates of a span above ``review_threshold`` are kept as review suggestions.
+    max_suggestions_per_span: int = 3
     considered: int = 5
     weights: SimilarityWeights = SimilarityWeights()
 
@@ -184,6 +186,8 @@ class SimilarityVerifier:
         verdicts: list[Verdict] = []
         for rank, (conf, cand) in enumerate(scored):
             decision = self._decide(conf) if rank < self.max_codes_per_span else "reject"
+            if decision == "reject" and rank < self.max_suggestions_per_span:
+                decision = "review" if conf >= self.review_threshold else "reject"
             verdicts.append(
                 Verdict(
                     span_id=item.span.span_id,

@@ -45,8 +45,9 @@ def test_exact_description_accepted_with_justification() -> None:
     assert (top.code, top.decision) == ("E11.9", "accept")
     assert "'diabetes'" in top.justification and "E11.9" in top.justification
     assert out.verifier.backend == "similarity" and "verifier" in out.timings
-    # at most max_codes_per_span verdicts are not rejects
-    assert sum(v.decision != "reject" for v in out.verdicts) <= 2
+    # one code per span may be accepted; up to three are kept (the others as review)
+    assert [v.decision for v in out.verdicts].count("accept") == 1
+    assert sum(v.decision != "reject" for v in out.verdicts) <= 3
     assert out.verdicts == asyncio.run(SimilarityVerifier().verify(note)).verdicts  # deterministic
 
 
