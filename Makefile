@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared
+# The CPU vLLM server for the `vllm` tests lives in its own venv, cached outside the checkout
+# so fresh clones on one machine share it (scripts/setup-vllm-venv.sh; docs/vllm.md).
+export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval bench clean
+.PHONY: install index demo test lint typecheck unit eval bench clean vllm-setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +38,10 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: lint typecheck index
+vllm-setup:
+	bash scripts/setup-vllm-venv.sh
+
+test: lint typecheck index vllm-setup
 	$(BIN)/pytest -q -rs
 
 eval: index
