@@ -18,6 +18,8 @@ from shared.logging import configure_logging
 COMMAND_MODULES = (
     "icdcoder.commands.code",
     "icdcoder.commands.index",
+    "icdcoder.commands.eval",
+    "icdcoder.commands.bus",
 )
 
 

@@ -1,0 +1,208 @@
+"""``icdcoder worker STAGE``, ``icdcoder submit FILE...`` and ``icdcoder status``: the bus.
+
+Workers read ``REDIS_URL`` and the ``ICDCODER_*`` bus settings (consumer name, claim idle time,
+max deliveries, HTTP port) from the environment; see docs/bus.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+
+from icdcoder.inputs import InputError, read_note
+from shared.bus import BusStatus, ResultFollower, bus_status, connect, describe_error, serve
+from shared.bus import submit_notes as publish_notes
+from shared.logging import configure_logging
+from shared.messages import NoteIn
+from shared.settings import BusSettings, SegmenterSettings
+from shared.streams import STAGES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = subparsers.add_parser(
+        "worker",
+        help="run one pipeline stage as a Redis-streams worker",
+        description="Run one stage until SIGTERM. Logs: JSON lines on stdout. HTTP: "
+        "/healthz/live, /healthz/ready, /asyncapi.",
+    )
+    worker.add_argument("stage", choices=list(STAGES), help="the stage to run")
+    worker.add_argument(
+        "--http-port",
+        type=int,
+        help="port of the health and AsyncAPI routes (default ICDCODER_HTTP_PORT, 8080; 0: any)",
+    )
+    worker.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    worker.add_argument(
+        "--worker-log-level", default="INFO", help="the worker's log level (default INFO)"
+    )
+    worker.set_defaults(handler=run_worker)
+
+    submit = subparsers.add_parser(
+        "submit",
+        help="publish notes to the bus (and wait for their codes)",
+        description="Publish each note to the notes stream. With --wait, print each note's "
+        "CodedNote as one JSON line as it arrives.",
+    )
+    submit.add_argument("files", nargs="+", metavar="FILE", help="note files; - reads stdin")
+    submit.add_argument("--id", help="note id for a single FILE (default: the file's stem)")
+    submit.add_argument("--wait", action="store_true", help="wait for and print the results")
+    submit.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)"
+    )
+    submit.set_defaults(handler=run_submit)
+
+    status = subparsers.add_parser(
+        "status",
+        help="per-stage stream length, lag, pending messages and dead letters",
+        description="Per stage: entries not yet committed (length), not yet delivered (lag), "
+        "delivered but not acked (pending), consumers, dead letters.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=run_status)
+
+
+def _error(message: str) -> None:
+    print(f"icdcoder: error: {message}", file=sys.stderr)
+
+
+# --- worker ---------------------------------------------------------------------------------
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    configure_logging(args.worker_log_level, stream=sys.stdout)
+    module = importlib.import_module(f"services.{args.stage}.app")
+    worker = module.worker
+    port = worker.settings.http_port if args.http_port is None else args.http_port
+    try:
+        asyncio.run(serve(worker.app, port=port, host=args.host))
+    except (OSError, RedisError, RuntimeError, ValueError) as exc:
+        _error(f"{args.stage} worker stopped: {describe_error(exc)}")
+        return 1
+    return 0
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    if args.id is not None and len(args.files) != 1:
+        _error("--id names one note: give exactly one FILE with it")
+        return 2
+    max_chars = SegmenterSettings().max_note_chars
+    try:
+        notes = [read_note(path, max_chars=max_chars, note_id=args.id) for path in args.files]
+    except InputError as exc:
+        _error(str(exc))
+        return 2
+    except ValueError:  # a --id that is not a valid note id
+        _error(f"invalid note id {args.id!r} (letters, digits and . _ : - only)")
+        return 2
+    seen: set[str] = set()
+    for note in notes:
+        if note.note_id in seen:
+            _error(f"two notes have the id {note.note_id!r}: rename a file or use --id")
+            return 2
+        seen.add(note.note_id)
+    try:
+        return asyncio.run(_submit(notes, wait=args.wait, timeout_s=args.timeout))
+    except RedisError as exc:
+        _error(f"Redis: {describe_error(exc)}")
+        return 1
+
+
+async def _submit(notes: Sequence[NoteIn], *, wait: bool, timeout_s: float) -> int:
+    redis = connect(BusSettings())
+    try:
+        follower = ResultFollower(redis)
+        if wait:
+            await follower.mark()  # before publishing: no result can be missed
+        message_ids = await publish_notes(redis, notes)
+        if not wait:
+            for note, message_id in zip(notes, message_ids, strict=True):
+                print(json.dumps({"note_id": note.note_id, "message_id": message_id}))
+            return 0
+        waiting = {note.note_id for note in notes}
+        failed = 0
+        async for outcome in follower.follow(list(waiting), timeout_s):
+            waiting.discard(outcome.note_id)
+            if outcome.coded is not None:
+                print(outcome.coded.model_dump_json(), flush=True)
+            elif outcome.dead_letter is not None:
+                failed += 1
+                letter = outcome.dead_letter
+                _error(f"note {letter.note_id}: dead-lettered by {letter.stage}: {letter.error}")
+        if waiting:
+            missing = ", ".join(sorted(waiting)[:10]) + (" ..." if len(waiting) > 10 else "")
+            _error(f"no result within {timeout_s:g}s for {len(waiting)} note(s): {missing}")
+            return 1
+        return 1 if failed else 0
+    finally:
+        await redis.aclose()
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        status = asyncio.run(_status())
+    except RedisError as exc:
+        _error(f"Redis: {describe_error(exc)}")
+        return 1
+    print(json.dumps(status.as_dict()) if args.json else format_status(status))
+    return 0
+
+
+async def _status() -> BusStatus:
+    redis = connect(BusSettings())
+    try:
+        return await bus_status(redis)
+    finally:
+        await redis.aclose()
+
+
+def format_status(status: BusStatus) -> str:
+    header = ("STAGE", "STREAM", "LENGTH", "LAG", "PENDING", "CONSUMERS", "DEAD LETTERS")
+    rows = [header] + [
+        (
+            s.stage,
+            s.stream,
+            str(s.length),
+            "-" if s.lag is None else str(s.lag),
+            str(s.pending),
+            str(s.consumers),
+            str(s.dead_letters),
+        )
+        for s in status.stages
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.append(f"codes: {status.codes}  dead letters: {status.dead_letters}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """These subcommands alone (``python -m icdcoder.commands.bus``), as ``icdcoder`` runs them."""
+    parser = argparse.ArgumentParser(prog="icdcoder")
+    parser.add_argument("--log-level", default="WARNING")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, stream=sys.stderr)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The retriever worker: ``spans`` -> [retriever] -> ``candidates`` (``icdcoder worker retriever``).
+
+The embedding model and the FAISS index load once, at startup (the index must have been built:
+``icdcoder index build``). ``app`` is the ASGI app: health probes and the AsyncAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from shared.bus import Process, StageSpec, StageWorker, in_thread
+from shared.messages import RetrievedNote, SegmentedNote
+from shared.settings import RetrieverSettings
+from shared.streams import STAGES
+
+
+def load() -> Process[SegmentedNote, RetrievedNote]:
+    from services.retriever.adapters import load_retriever
+
+    return in_thread(load_retriever(RetrieverSettings(), progress=None).retrieve)
+
+
+def counts(note: RetrievedNote) -> Mapping[str, int]:
+    return {
+        "spans": len(note.items),
+        "candidates": sum(len(item.candidates) for item in note.items),
+    }
+
+
+SPEC = StageSpec(STAGES["retriever"], SegmentedNote, RetrievedNote, load, counts)
+worker = StageWorker(SPEC)
+app = worker.app
