@@ -106,7 +106,7 @@ class Aggregator:
         for entry, winner in dropped:
             for ev in entry.evidence.values():
                 reason = f"Excludes1 with {winner.code}, which is more confident"
-                excluded[(ev.span_id, entry.code)] = _excluded_ev(ev, entry.code, reason)
+                excluded[(ev.span_id, entry.code)] = _excluded(ev, entry.code, reason)
         codes = [e.result() for e in sorted(kept, key=lambda e: (-e.confidence, e.code))]
         return CodedNote(
             note_id=note.note_id,
@@ -180,18 +180,12 @@ def _evidence(span: Span) -> Evidence:
     )
 
 
-def _excluded(span: Span, code: str, reason: str) -> ExcludedSpan:
+def _excluded(where: Span | Evidence, code: str, reason: str) -> ExcludedSpan:
     return ExcludedSpan(
-        span_id=span.span_id,
-        start=span.start,
-        end=span.end,
-        text=span.text,
+        span_id=where.span_id,
+        start=where.start,
+        end=where.end,
+        text=where.text,
         code=code,
         reason=reason,
-    )
-
-
-def _excluded_ev(ev: Evidence, code: str, reason: str) -> ExcludedSpan:
-    return ExcludedSpan(
-        span_id=ev.span_id, start=ev.start, end=ev.end, text=ev.text, code=code, reason=reason
     )
