@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.segmenter.core import Segmenter
-
 from services.aggregator.core import Aggregator
 from services.retriever.adapters import ProgressFactory, load_retriever, stderr_progress
 from services.retriever.core import Retriever
+from services.segmenter.core import Segmenter
 from services.verifier.backends import make_verifier
 from services.verifier.core import Verifier
 from shared.catalogue import Catalogue, load_catalogue
