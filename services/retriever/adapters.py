@@ -70,7 +70,11 @@ class SentenceTransformerEncoder:
 
     @property
     def dimension(self) -> int:
-        dim = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers 6.2 renamed the method; older releases have only the old name
+        getter = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        dim = getter()
         if dim is None:
             raise RuntimeError(f"model at {self.model_path} does not state its dimension")
         return int(dim)
