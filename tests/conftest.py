@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 
 from shared.catalogue import Catalogue, load_catalogue
 
@@ -24,3 +26,16 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def catalogue() -> Catalogue:
     return load_catalogue()
+
+
+def flushed_redis(url: str) -> Iterator[sync_redis.Redis]:
+    """A client on a test database, emptied before and after; skips the test without Redis."""
+    client = sync_redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except (sync_redis.ConnectionError, OSError):
+        pytest.skip(f"no Redis at {url}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

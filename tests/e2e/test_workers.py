@@ -27,6 +27,7 @@ from redis.typing import EncodableT, FieldT
 from shared.bus import encode_entry, entry_payload
 from shared.messages import CodedNote, DeadLetter, NoteIn
 from shared.streams import CODES, DEAD_LETTER, NOTES, STAGES
+from tests.conftest import flushed_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -115,15 +116,7 @@ class Workers:
 
 @pytest.fixture(scope="module")
 def db() -> Iterator[sync_redis.Redis]:
-    client = sync_redis.Redis.from_url(URL)
-    try:
-        client.ping()
-    except (sync_redis.ConnectionError, OSError):
-        pytest.skip(f"no Redis at {URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(URL)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from shared.logging import configure_logging
 from shared.messages import CodedNote, NoteIn, SegmentedNote
 from shared.settings import BusSettings
 from shared.streams import CODES, NOTES, SPANS, STAGES
+from tests.conftest import flushed_redis
 from tests.integration.test_bus_redis import FAKES, TEST_URL
 
 pytestmark = pytest.mark.redis
@@ -56,15 +57,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def db() -> Iterator[sync_redis.Redis]:
-    client = sync_redis.Redis.from_url(TEST_URL)
-    try:
-        client.ping()
-    except (sync_redis.ConnectionError, OSError):
-        pytest.skip(f"no Redis at {TEST_URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    yield from flushed_redis(TEST_URL)
 
 
 @pytest.fixture
