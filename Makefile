@@ -44,8 +44,10 @@ vllm-setup:
 test: lint typecheck index vllm-setup
 	$(BIN)/pytest -q -rs
 
-eval: index
-	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev
+INDEX_CSV ?= $(SHARED)/data/icd10cm-index/ICD10CM_2025_Index.csv
+
+eval: install
+	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev --index-csv $(INDEX_CSV)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
