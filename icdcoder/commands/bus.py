@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
+from icdcoder.commands.options import fail
 from icdcoder.inputs import InputError, read_note
 from shared.bus import BusStatus, ResultFollower, bus_status, connect, describe_error, serve
 from shared.bus import submit_notes as publish_notes
@@ -67,10 +68,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(handler=run_status)
 
 
-def _error(message: str) -> None:
-    print(f"icdcoder: error: {message}", file=sys.stderr)
-
-
 # --- worker ---------------------------------------------------------------------------------
 
 
@@ -82,8 +79,7 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(worker.app, port=port, host=args.host))
     except (OSError, RedisError, RuntimeError, ValueError) as exc:
-        _error(f"{args.stage} worker stopped: {describe_error(exc)}")
-        return 1
+        return fail(f"{args.stage} worker stopped: {describe_error(exc)}", 1)
     return 0
 
 
@@ -92,28 +88,23 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     if args.id is not None and len(args.files) != 1:
-        _error("--id names one note: give exactly one FILE with it")
-        return 2
+        return fail("--id names one note: give exactly one FILE with it")
     max_chars = SegmenterSettings().max_note_chars
     try:
         notes = [read_note(path, max_chars=max_chars, note_id=args.id) for path in args.files]
     except InputError as exc:
-        _error(str(exc))
-        return 2
+        return fail(str(exc))
     except ValueError:  # a --id that is not a valid note id
-        _error(f"invalid note id {args.id!r} (letters, digits and . _ : - only)")
-        return 2
+        return fail(f"invalid note id {args.id!r} (letters, digits and . _ : - only)")
     seen: set[str] = set()
     for note in notes:
         if note.note_id in seen:
-            _error(f"two notes have the id {note.note_id!r}: rename a file or use --id")
-            return 2
+            return fail(f"two notes have the id {note.note_id!r}: rename a file or use --id")
         seen.add(note.note_id)
     try:
         return asyncio.run(_submit(notes, wait=args.wait, timeout_s=args.timeout))
     except RedisError as exc:
-        _error(f"Redis: {describe_error(exc)}")
-        return 1
+        return fail(f"Redis: {describe_error(exc)}", 1)
 
 
 async def _submit(notes: Sequence[NoteIn], *, wait: bool, timeout_s: float) -> int:
@@ -136,11 +127,10 @@ async def _submit(notes: Sequence[NoteIn], *, wait: bool, timeout_s: float) -> i
             elif outcome.dead_letter is not None:
                 failed += 1
                 letter = outcome.dead_letter
-                _error(f"note {letter.note_id}: dead-lettered by {letter.stage}: {letter.error}")
+                fail(f"note {letter.note_id}: dead-lettered by {letter.stage}: {letter.error}")
         if waiting:
             missing = ", ".join(sorted(waiting)[:10]) + (" ..." if len(waiting) > 10 else "")
-            _error(f"no result within {timeout_s:g}s for {len(waiting)} note(s): {missing}")
-            return 1
+            return fail(f"no result within {timeout_s:g}s for {len(waiting)} note(s): {missing}", 1)
         return 1 if failed else 0
     finally:
         await redis.aclose()
@@ -153,8 +143,7 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         status = asyncio.run(_status())
     except RedisError as exc:
-        _error(f"Redis: {describe_error(exc)}")
-        return 1
+        return fail(f"Redis: {describe_error(exc)}", 1)
     print(json.dumps(status.as_dict()) if args.json else format_status(status))
     return 0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from icdcoder.commands.options import (
     add_pipeline_options,
     check_paths,
+    fail,
     retriever_settings,
     verifier_settings,
 )
@@ -35,13 +35,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         notes = [read_note(path, max_chars=segmenter.max_note_chars) for path in args.files]
     except InputError as exc:
-        print(f"icdcoder: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     retriever = retriever_settings(args)
     problem = check_paths(retriever)
     if problem:
-        print(f"icdcoder: error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem)
     return asyncio.run(_code(notes, args, segmenter, retriever))
 
 

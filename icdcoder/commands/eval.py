@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from icdcoder.codiesp import TEXT_DIRS, CodiEspCase, CodiEspError, read_split
 from icdcoder.commands.options import (
     add_pipeline_options,
     check_paths,
+    fail,
     retriever_settings,
     verifier_settings,
 )
@@ -61,11 +61,6 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-def _fail(message: str) -> int:
-    print(f"icdcoder: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _prepare_out(out: Path) -> str | None:
     """Create the report folder; a one-line problem, or None."""
     try:
@@ -88,18 +83,18 @@ def run(args: argparse.Namespace) -> int:
         cases = read_split(args.data, args.split, lang=args.lang, limit=args.limit)
         retriever = retriever_settings(args)
     except CodiEspError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except ValidationError as exc:
-        return _fail(_settings_problem(exc))
+        return fail(_settings_problem(exc))
     problem = check_paths(retriever) or _prepare_out(args.out)
     if problem:
-        return _fail(problem)
+        return fail(problem)
     report = asyncio.run(_evaluate(cases, args, retriever))
     print(summary(report))
     try:
         json_path, tsv_path = write_outputs(report, args.out)
     except OSError as exc:
-        return _fail(f"cannot write the report to {args.out}: {exc.strerror or exc}")
+        return fail(f"cannot write the report to {args.out}: {exc.strerror or exc}")
     print(f"wrote {json_path} and {tsv_path}")
     return 0
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from icdcoder.commands.options import add_pipeline_options, check_paths, retriever_settings
+from icdcoder.commands.options import (
+    add_pipeline_options,
+    check_paths,
+    fail,
+    retriever_settings,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,8 +29,7 @@ def run_build(args: argparse.Namespace) -> int:
     settings = retriever_settings(args)
     problem = check_paths(settings)
     if problem:
-        print(f"icdcoder: error: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem)
     started = time.perf_counter()
     catalogue = load_catalogue(settings.index_csv)
     encoder = load_encoder(settings)

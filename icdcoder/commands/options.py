@@ -1,8 +1,9 @@
-"""Options shared by the subcommands that build a pipeline (code, eval, index build)."""
+"""What the subcommands share: pipeline options (code, eval, index build) and error lines."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,9 @@ def check_paths(settings: RetrieverSettings) -> str | None:
     if settings.model_path is not None and not (settings.model_path / "config.json").is_file():
         return f"no sentence-transformers model at {settings.model_path}"
     return None
+
+
+def fail(message: str, status: int = 2) -> int:
+    """Print the one-line error every command uses for bad input; return the exit status."""
+    print(f"icdcoder: error: {message}", file=sys.stderr)
+    return status
