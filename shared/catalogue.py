@@ -144,6 +144,15 @@ class Catalogue:
             return candidate, f"7th character {DEFAULT_SEVENTH} (initial encounter) assumed"
         return info.code, None
 
+    def texts_of(self, code: str) -> list[RetrievalText]:
+        """One code's retrieval texts: description, inclusion terms, index paths."""
+        info = self.codes[code]
+        return [
+            RetrievalText(code, info.description, "description"),
+            *(RetrievalText(code, term, "inclusion") for term in info.inclusion_terms),
+            *(RetrievalText(code, t, "index") for t in self.index_terms.get(code, ())),
+        ]
+
     def retrieval_texts(self, *, with_index: bool = True) -> list[RetrievalText]:
         """What the retriever embeds: one row per (code, text); 7th-character codes excluded.
 
@@ -169,9 +178,14 @@ def load_catalogue(index_csv: Path | None = None) -> Catalogue:
     """Load FY2026 ICD-10-CM from ``simple-icd-10-cm``; enrich with an index CSV if given."""
     import simple_icd_10_cm as cm  # deferred: importing parses the whole tabular list
 
+    def is_code(name: str) -> bool:
+        # Some blocks share their name with their only category (B20, C50, D49, R99, ...):
+        # the name is then listed twice and ``simple_icd_10_cm`` answers for the category.
+        return cm.is_category(name) or not cm.is_chapter_or_block(name)
+
     codes: dict[str, CodeInfo] = {}
     for raw in cm.get_all_codes(with_dots=True):
-        if cm.is_chapter_or_block(raw):
+        if raw in codes or not is_code(raw):
             continue
         ancestors = cm.get_ancestors(raw)
         chapter = next((a for a in ancestors if cm.is_chapter(a)), "")
@@ -181,20 +195,28 @@ def load_catalogue(index_csv: Path | None = None) -> Catalogue:
             code=raw,
             description=cm.get_description(raw),
             is_leaf=cm.is_leaf(raw),
-            parent=None if (not parent or cm.is_chapter_or_block(parent)) else parent,
+            parent=parent if parent and parent != raw and is_code(parent) else None,
             children=tuple(cm.get_children(raw)),
             chapter=chapter,
             block=block,
-            inclusion_terms=tuple(cm.get_inclusion_term(raw)),
-            excludes1=tuple(cm.get_excludes1(raw)),
-            excludes2=tuple(cm.get_excludes2(raw)),
-            code_first=tuple(cm.get_code_first(raw)),
-            use_additional=tuple(cm.get_use_additional_code(raw)),
+            inclusion_terms=_notes(cm.get_inclusion_term(raw)),
+            excludes1=_notes(cm.get_excludes1(raw)),
+            excludes2=_notes(cm.get_excludes2(raw)),
+            code_first=_notes(cm.get_code_first(raw)),
+            use_additional=_notes(cm.get_use_additional_code(raw)),
         )
     catalogue = Catalogue(version=CATALOGUE_VERSION, codes=codes)
     if index_csv is not None:
         catalogue.index_terms = load_index_terms(index_csv, catalogue)
     return catalogue
+
+
+def _notes(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A note field as a tuple: ``simple_icd_10_cm`` gives some single notes as a bare string,
+    and an absent one as ``""``."""
+    if isinstance(value, str):
+        return (value,) if value.strip() else ()
+    return tuple(v for v in value if v.strip())
 
 
 def load_index_terms(path: Path, catalogue: Catalogue) -> dict[str, tuple[str, ...]]:

@@ -74,3 +74,25 @@ def test_index_missing_or_malformed(tmp_path: Path, catalogue: Catalogue) -> Non
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(CatalogueError, match="not a flattened"):
         load_index_terms(bad, catalogue)
+
+
+def test_categories_named_like_their_block_are_codes(catalogue: Catalogue) -> None:
+    # B20, C50, D49, R99 ... name both a block and its only category.
+    hiv = catalogue.get("B20")
+    assert hiv is not None and hiv.is_leaf and hiv.parent is None
+    assert hiv.description == "Human immunodeficiency virus [HIV] disease"
+    assert catalogue.ancestors("C50.919") == ["C50.91", "C50.9", "C50"]
+    assert catalogue.get("R99") is not None and catalogue.get("D49.0") is not None
+    assert catalogue.ancestors("D49.0") == ["D49"]
+
+
+def test_single_notes_are_not_split_into_characters(catalogue: Catalogue) -> None:
+    hiv = catalogue.get("B20")
+    assert hiv is not None and len(hiv.code_first) == 1
+    assert hiv.code_first[0].startswith("Human immunodeficiency virus [HIV] disease complicating")
+    assert all(
+        len(note) > 1
+        for info in catalogue.codes.values()
+        for notes in (info.inclusion_terms, info.excludes1, info.code_first, info.use_additional)
+        for note in notes
+    )
