@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+import structlog
 
 from shared.catalogue import Catalogue, load_catalogue
 
@@ -21,6 +22,15 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"test data not found: {path} (../shared beside the repo)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs the CLI in process configures structlog onto pytest's captured
+    stderr, which is closed after the test; put the previous configuration back."""
+    old = structlog.get_config()
+    yield
+    structlog.configure(**old)
 
 
 @pytest.fixture(scope="session")
