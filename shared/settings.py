@@ -73,6 +73,9 @@ class VerifierSettings(_Settings):
 
 class AggregatorSettings(CatalogueSettings):
     include_review: bool = True
+    #: How the confidences of a code's evidence spans combine: the best one (``max``), or
+    #: ``noisy_or`` (1 - prod(1 - c)), which ranks a code stated in several places higher.
+    combine: Literal["max", "noisy_or"] = "max"
 
 
 class BusSettings(_Settings):

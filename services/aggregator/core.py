@@ -7,7 +7,8 @@ Rules, in order:
    family-history code (Z80-Z84), a historical span only a personal-history code (Z85-Z87,
    Z92); the condition's own code is kept visible under ``excluded`` with the reason.
 3. A code whose children are 7th-character extensions becomes its default billable code.
-4. One entry per code, gathering all its evidence spans; confidence is the best verdict's.
+4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
+   with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
 6. Excludes1 pairs: the more confident code stays, the other is excluded with the reason.
 7. Ranked by confidence.
@@ -56,13 +57,25 @@ class _Entry:
     accepted: bool
     justification: str
     evidence: dict[str, Evidence] = field(default_factory=dict)
+    #: Best verdict confidence per evidence span.
+    span_confidence: dict[str, float] = field(default_factory=dict)
 
     def absorb(self, other: _Entry) -> None:
         for span_id, ev in other.evidence.items():
             self.evidence.setdefault(span_id, ev)
+        for span_id, conf in other.span_confidence.items():
+            self.span_confidence[span_id] = max(conf, self.span_confidence.get(span_id, 0.0))
         self.accepted = self.accepted or other.accepted
         if other.confidence > self.confidence:
             self.confidence = other.confidence
+
+    def combined(self, combine: str) -> float:
+        if combine != "noisy_or" or not self.span_confidence:
+            return self.confidence
+        miss = 1.0
+        for conf in self.span_confidence.values():
+            miss *= 1.0 - conf
+        return 1.0 - miss
 
     def result(self) -> CodeResult:
         evidence = sorted(self.evidence.values(), key=lambda e: (e.start, e.end))
@@ -79,7 +92,9 @@ class _Entry:
 class Aggregator:
     def __init__(self, catalogue: Catalogue, settings: AggregatorSettings | None = None) -> None:
         self._catalogue = catalogue
-        self._include_review = (settings or AggregatorSettings()).include_review
+        settings = settings or AggregatorSettings()
+        self._include_review = settings.include_review
+        self._combine = settings.combine
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -102,6 +117,8 @@ class Aggregator:
                 continue
             self._add(entries, span, verdict, info.code)
         kept = self._keep_most_specific(entries)
+        for entry in kept:
+            entry.confidence = entry.combined(self._combine)
         kept, dropped = self._resolve_excludes1(kept)
         for entry, winner in dropped:
             for ev in entry.evidence.values():
@@ -136,6 +153,7 @@ class Aggregator:
             accepted=verdict.decision == "accept",
             justification=justification,
             evidence={span.span_id: _evidence(span)},
+            span_confidence={span.span_id: verdict.confidence},
         )
         current = entries.get(billable)
         if current is None:

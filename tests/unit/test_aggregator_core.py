@@ -118,3 +118,31 @@ def test_dedupe_rank_review_and_seventh_character(catalogue: Catalogue) -> None:
     assert any(x.reason == "not in catalogue" for x in out.excluded)
     without_review = run(catalogue, spans[:1], verdicts[:1], include_review=False)
     assert without_review.codes == []
+
+
+def test_noisy_or_ranks_a_code_stated_twice_above_a_single_stronger_one(
+    catalogue: Catalogue,
+) -> None:
+    spans = [
+        span("Type 2 diabetes mellitus without complications", "s1"),
+        span("Diabetes", "s2"),
+        span("Skull fracture", "s3"),
+    ]
+    verdicts = [
+        verdict("s1", "E11.9", 0.6),
+        verdict("s2", "E11.9", 0.5),
+        verdict("s3", "S02.91", 0.7),
+    ]
+    note = VerifiedNote(
+        note_id="n1",
+        text=NOTE,
+        catalogue_version="icd10cm-2026",
+        items=[SpanCandidates(span=s, candidates=[]) for s in spans],
+        verdicts=verdicts,
+        verifier=VerifierInfo(backend="test"),
+    )
+    best = Aggregator(catalogue).aggregate(note)
+    assert [(c.code, c.confidence) for c in best.codes] == [("S02.91XA", 0.7), ("E11.9", 0.6)]
+    combined = Aggregator(catalogue, AggregatorSettings(combine="noisy_or")).aggregate(note)
+    assert [(c.code, c.confidence) for c in combined.codes] == [("E11.9", 0.8), ("S02.91XA", 0.7)]
+    assert len(combined.codes[0].evidence) == 2
