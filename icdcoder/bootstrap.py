@@ -61,6 +61,9 @@ def build_pipeline(
     return Pipeline(
         segmenter=Segmenter(segmenter or SegmenterSettings()),
         retriever=load_retriever(retriever_settings, catalogue, progress=progress),
-        verifier=make_verifier(verifier or VerifierSettings(), catalogue),
+        # the verifier's weights follow the retriever's memory unless told otherwise
+        verifier=make_verifier(
+            verifier or VerifierSettings(memory_path=retriever_settings.memory_path), catalogue
+        ),
         aggregator=Aggregator(catalogue, aggregator or AggregatorSettings()),
     )

@@ -12,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from icdcoder.commands.options import fail
+from shared.catalogue import CatalogueError
 from shared.logging import configure_logging
+from shared.memory import ExampleMemoryError
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = (
@@ -20,6 +23,7 @@ COMMAND_MODULES = (
     "icdcoder.commands.index",
     "icdcoder.commands.eval",
     "icdcoder.commands.bus",
+    "icdcoder.commands.memory",
 )
 
 
@@ -41,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, stream=sys.stderr)
     try:
         code: int = args.handler(args)
+    except (CatalogueError, ExampleMemoryError) as exc:  # a configured data file is unusable
+        return fail(str(exc))
     except KeyboardInterrupt:
         print("icdcoder: interrupted", file=sys.stderr)
         return 130

@@ -83,12 +83,21 @@ class SegmentedNote(_Model):
 
 
 class Candidate(_Model):
-    """A catalogue code retrieved for a span, with the catalogue text that matched best."""
+    """A catalogue code retrieved for a span, with the catalogue text that matched best.
+
+    ``score`` is the similarity to the code's best catalogue text (0.0 when only the example
+    memory proposed the code). ``memory_score`` is the similarity to the nearest confirmed
+    example of the code, ``memory_votes`` how many of the span's nearest examples carry it, and
+    ``example`` that nearest example's text (see ``shared/memory.py``).
+    """
 
     code: str
     description: str
     score: float
     matched: str
+    memory_score: float = 0.0
+    memory_votes: int = Field(default=0, ge=0)
+    example: str = ""
 
 
 class SpanCandidates(_Model):

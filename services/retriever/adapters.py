@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.retriever.core import IndexRows, Retriever, Vectors
+from services.retriever.core import ExampleIndex, IndexRows, Retriever, Vectors
 from shared.catalogue import Catalogue, RetrievalText, load_catalogue
 from shared.logging import get_logger
+from shared.memory import load_memory
 from shared.settings import RetrieverSettings
 
 log = get_logger(__name__)
@@ -277,6 +278,7 @@ def load_retriever(
     bundle = load_or_build_index(catalogue, encoder, settings, progress=progress)
     bundle.index.to_gpu_if_available()
     descriptions = {code: info.description for code, info in catalogue.codes.items()}
+    memory = load_example_index(settings, catalogue, encoder)
     return Retriever(
         encoder,
         bundle.index,
@@ -284,4 +286,41 @@ def load_retriever(
         descriptions,
         catalogue_version=catalogue.version,
         top_k=settings.top_k,
+        memory=memory,
     )
+
+
+def load_example_index(
+    settings: RetrieverSettings, catalogue: Catalogue, encoder: SentenceTransformerEncoder
+) -> ExampleIndex | None:
+    """The example memory embedded (cached like the catalogue index), or None if not configured.
+
+    Examples are few (thousands), so their vectors are cached as one ``.npy`` keyed by the
+    file's content and the model, and searched with an exact FAISS index.
+    """
+    if settings.memory_path is None:
+        return None
+    loaded = load_memory(settings.memory_path, catalogue)
+    if loaded.dropped_codes:
+        log.warning("memory_codes_not_in_catalogue", codes=len(loaded.dropped_codes))
+    rows = IndexRows(
+        codes=[e.code for e in loaded.examples], texts=[e.text for e in loaded.examples]
+    )
+    h = hashlib.sha256(model_fingerprint(encoder.model_path).encode())
+    for code, text in zip(rows.codes, rows.texts, strict=True):
+        h.update(f"{code}\t{text}\n".encode())
+    path = settings.cache_dir / f"memory-{h.hexdigest()[:16]}.npy"
+    vectors: Vectors | None = None
+    if path.is_file():
+        try:
+            vectors = np.load(path)
+        except (OSError, ValueError) as exc:
+            log.warning("memory_cache_corrupt_rebuilding", error=str(exc))
+    if vectors is None or vectors.shape[0] != len(rows.texts):
+        vectors = encoder.encode(list(rows.texts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+    log.info("memory_loaded", examples=len(rows.texts), dropped=len(loaded.dropped_codes))
+    return ExampleIndex(FaissIndex.build(vectors), rows, neighbours=settings.memory_neighbours)

@@ -5,6 +5,10 @@ alphabetic-index paths). Several texts of one code collapse into one candidate c
 best score and the text that matched. Spans flagged *family* or *historical* are also searched
 as "family history of ..." / "personal history of ...", so the Z80-Z87 history codes that
 describe exactly that context are among the candidates.
+
+With an example memory (confirmed span -> code examples, ``shared/memory.py``), each span is
+also searched against the examples: a code carried by its nearest examples gets their
+similarity and vote count, and joins the candidates if the catalogue search missed it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,74 @@ class IndexRows:
     texts: Sequence[str]
 
 
+@dataclass(frozen=True)
+class ExampleIndex:
+    """The example memory as vectors: row i is ``rows.texts[i]``, coded ``rows.codes[i]``."""
+
+    index: VectorIndex
+    rows: IndexRows
+    #: How many nearest examples vote per span.
+    neighbours: int = 10
+
+
+def memory_hits(
+    scores: Sequence[float], ids: Sequence[int], rows: IndexRows
+) -> dict[str, tuple[float, int, str]]:
+    """Per code among a span's nearest examples: (best similarity, votes, best example text)."""
+    hits: dict[str, tuple[float, int, str]] = {}
+    for score, row in zip(scores, ids, strict=True):
+        if row < 0:
+            continue
+        code = rows.codes[row]
+        best, votes, text = hits.get(code, (float("-inf"), 0, ""))
+        if score > best:
+            best, text = score, rows.texts[row]
+        hits[code] = (best, votes + 1, text)
+    return hits
+
+
+def merge_memory(
+    candidates: Sequence[Candidate],
+    hits: Mapping[str, tuple[float, int, str]],
+    descriptions: Mapping[str, str],
+) -> list[Candidate]:
+    """Catalogue candidates annotated with memory hits, plus the codes only the memory found.
+
+    Ranked by the better of the two similarities; a memory-only code has catalogue score 0.
+    """
+    merged: list[Candidate] = []
+    for cand in candidates:
+        hit = hits.get(cand.code)
+        if hit is None:
+            merged.append(cand)
+        else:
+            merged.append(
+                cand.model_copy(
+                    update={
+                        "memory_score": round(float(hit[0]), 6),
+                        "memory_votes": hit[1],
+                        "example": hit[2],
+                    }
+                )
+            )
+    known = {c.code for c in candidates}
+    for code, (best, votes, text) in hits.items():
+        if code in known or code not in descriptions:
+            continue
+        merged.append(
+            Candidate(
+                code=code,
+                description=descriptions[code],
+                score=0.0,
+                matched="",
+                memory_score=round(float(best), 6),
+                memory_votes=votes,
+                example=text,
+            )
+        )
+    return sorted(merged, key=lambda c: (-max(c.score, c.memory_score), c.code))
+
+
 class Retriever:
     def __init__(
         self,
@@ -56,6 +128,7 @@ class Retriever:
         *,
         catalogue_version: str,
         top_k: int = 20,
+        memory: ExampleIndex | None = None,
     ) -> None:
         self._encoder = encoder
         self._index = index
@@ -63,18 +136,21 @@ class Retriever:
         self._descriptions = descriptions
         self.catalogue_version = catalogue_version
         self.top_k = top_k
+        self.memory = memory
 
     def retrieve(self, note: SegmentedNote) -> RetrievedNote:
         started = time.perf_counter()
         queries: list[str] = []
         owner: list[int] = []
+        first_query: list[int] = []  # the span's own text is its first query
         for i, span in enumerate(note.spans):
+            first_query.append(len(queries))
             for text in query_texts(span):
                 queries.append(text)
                 owner.append(i)
         per_span: list[dict[str, Candidate]] = [{} for _ in note.spans]
-        if queries:
-            vectors = self._encoder.encode(queries)
+        vectors = self._encoder.encode(queries) if queries else None
+        if vectors is not None:
             scores, ids = self._index.search(vectors, self.top_k * OVERFETCH)
             for q, span_index in enumerate(owner):
                 self._collect(per_span[span_index], scores[q], ids[q])
@@ -82,6 +158,8 @@ class Retriever:
             SpanCandidates(span=span, candidates=self._ranked(found))
             for span, found in zip(note.spans, per_span, strict=True)
         ]
+        if self.memory is not None and vectors is not None:
+            items = self._with_memory(items, vectors[first_query], self.memory)
         return RetrievedNote(
             note_id=note.note_id,
             text=note.text,
@@ -105,6 +183,23 @@ class Retriever:
                     score=round(float(score), 6),
                     matched=self._rows.texts[row],
                 )
+
+    def _with_memory(
+        self, items: list[SpanCandidates], vectors: Vectors, memory: ExampleIndex
+    ) -> list[SpanCandidates]:
+        scores, ids = memory.index.search(vectors, memory.neighbours)
+        return [
+            item.model_copy(
+                update={
+                    "candidates": merge_memory(
+                        item.candidates,
+                        memory_hits(scores[i].tolist(), ids[i].tolist(), memory.rows),
+                        self._descriptions,
+                    )
+                }
+            )
+            for i, item in enumerate(items)
+        ]
 
     def _ranked(self, found: dict[str, Candidate]) -> list[Candidate]:
         ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))

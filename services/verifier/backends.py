@@ -8,13 +8,16 @@ from services.verifier.core import SimilarityVerifier, SimilarityWeights, Verifi
 from shared.catalogue import Catalogue
 from shared.settings import VerifierSettings
 
-#: Weights fitted on CodiEsp train, shipped with the verifier.
+#: Weights fitted on CodiEsp train, shipped with the verifier: without and with the example
+#: memory's features (the memory changes what the scores mean, so each has its own fit).
 SHIPPED_WEIGHTS = Path(__file__).with_name("similarity_weights.json")
+SHIPPED_MEMORY_WEIGHTS = Path(__file__).with_name("similarity_weights_memory.json")
 
 
-def similarity_weights(path: Path | None) -> SimilarityWeights:
+def similarity_weights(path: Path | None, *, memory: bool = False) -> SimilarityWeights:
     """Weights from ``path``, else the shipped fitted ones, else the a priori defaults."""
-    chosen = path or (SHIPPED_WEIGHTS if SHIPPED_WEIGHTS.is_file() else None)
+    shipped = SHIPPED_MEMORY_WEIGHTS if memory else SHIPPED_WEIGHTS
+    chosen = path or (shipped if shipped.is_file() else None)
     return SimilarityWeights.from_json(chosen.read_text()) if chosen else SimilarityWeights()
 
 
@@ -28,5 +31,5 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         review_threshold=settings.review_threshold,
         max_codes_per_span=settings.max_codes_per_span,
         max_suggestions_per_span=settings.max_suggestions_per_span,
-        weights=similarity_weights(settings.weights_path),
+        weights=similarity_weights(settings.weights_path, memory=settings.memory_path is not None),
     )

@@ -3,13 +3,18 @@
 A verifier reads each span's retrieved candidates and decides, per candidate it considers,
 accept / review / reject with a confidence and a one-sentence justification. It can only
 choose among the retrieved candidates. The ``similarity`` backend is the embedded default: no
-model server, same input -> same output. It scores a candidate from three features:
+model server, same input -> same output. It scores a candidate from these features:
 
 - ``score``: the retrieval similarity of the best-matching catalogue text;
-- ``margin``: how far it stands above the next different candidate;
-- ``coverage``: the share of the matched text's content words that the span contains.
+- ``coverage``: the share of the matched text's content words that the span contains;
+- ``margin``: how far ``score`` stands above the span's next different candidate;
+- ``memory_score``: the similarity of the nearest confirmed example of the code (0 without an
+  example memory);
+- ``memory_votes``: how many of the span's nearest examples carry the code;
+- ``support``: log(1 + how many other spans of the note also retrieved the code).
 
-``confidence = sigmoid(bias + w_score*score + w_coverage*coverage + w_margin*margin)``.
+``confidence = sigmoid(bias + sum(weight[f] * f))``, with weights fitted by logistic
+regression (``bench/levers.py fit``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,6 +127,9 @@ def coverage(span_text: str, code_text: str) -> float:
     return len(code & span) / len(code)
 
 
+FEATURES = ("score", "coverage", "margin", "memory_score", "memory_votes", "support")
+
+
 @dataclass(frozen=True)
 class SimilarityWeights:
     """Logistic-regression weights; defaults are a priori, ``from_json`` loads fitted ones."""
@@ -130,11 +138,23 @@ class SimilarityWeights:
     score: float = 8.0
     coverage: float = 2.5
     margin: float = 4.0
+    memory_score: float = 0.0
+    memory_votes: float = 0.0
+    support: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> SimilarityWeights:
+        """Weights from JSON: ``bias`` and the score features are required, the rest default 0."""
         data = json.loads(text)
-        return cls(**{name: float(data[name]) for name in ("bias", "score", "coverage", "margin")})
+        required = ("bias", "score", "coverage", "margin")
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"similarity weights lack {', '.join(missing)}")
+        names = ("bias", *FEATURES)
+        return cls(**{name: float(data.get(name, 0.0)) for name in names})
+
+    def vector(self) -> tuple[float, ...]:
+        return tuple(getattr(self, name) for name in FEATURES)
 
 
 @dataclass(frozen=True)
@@ -146,7 +166,7 @@ class SimilarityVerifier:
     max_codes_per_span: int = 1
     #: Further candidates of a span above ``review_threshold`` are kept as review suggestions.
     max_suggestions_per_span: int = 3
-    considered: int = 5
+    considered: int = 10
     weights: SimilarityWeights = SimilarityWeights()
 
     @property
@@ -158,7 +178,8 @@ class SimilarityVerifier:
 
     def verify_sync(self, note: RetrievedNote) -> VerifiedNote:
         started = time.perf_counter()
-        verdicts = [v for item in note.items for v in self.judge(item)]
+        spans_per_code = note_support(note.items, self.considered)
+        verdicts = [v for item in note.items for v in self.judge(item, spans_per_code)]
         return VerifiedNote(
             note_id=note.note_id,
             text=note.text,
@@ -169,19 +190,24 @@ class SimilarityVerifier:
             timings={**note.timings, "verifier": time.perf_counter() - started},
         )
 
-    def confidence(self, span_text: str, cands: Sequence[Candidate], index: int) -> float:
-        score, cov, margin = features(span_text, cands, index)
-        w = self.weights
-        z = w.bias + w.score * score + w.coverage * cov + w.margin * margin
+    def confidence(self, values: Sequence[float]) -> float:
+        z = self.weights.bias + sum(
+            w * f for w, f in zip(self.weights.vector(), values, strict=True)
+        )
         return 1.0 / (1.0 + math.exp(-z))
 
-    def judge(self, item: SpanCandidates) -> list[Verdict]:
+    def judge(
+        self, item: SpanCandidates, spans_per_code: Mapping[str, int] | None = None
+    ) -> list[Verdict]:
         """Verdicts for the span's best few candidates: accepted/reviewed first, then rejects."""
         cands = item.candidates[: self.considered]
         if not cands:
             return []
         read_as = contextual_text(item.span) or item.span.text
-        scored = [(self.confidence(read_as, cands, i), c) for i, c in enumerate(cands)]
+        counts = spans_per_code or {}
+        scored = [
+            (self.confidence(features(read_as, cands, i, counts)), c) for i, c in enumerate(cands)
+        ]
         scored.sort(key=lambda pair: (-pair[0], pair[1].code))
         verdicts: list[Verdict] = []
         for rank, (conf, cand) in enumerate(scored):
@@ -207,19 +233,48 @@ class SimilarityVerifier:
         return "reject"
 
 
-def features(span_text: str, cands: Sequence[Candidate], index: int) -> tuple[float, float, float]:
-    """(score, coverage, margin) of candidate ``index`` among a span's candidates."""
+def note_support(items: Sequence[SpanCandidates], considered: int) -> dict[str, int]:
+    """How many of the note's spans have each code among their first ``considered`` candidates."""
+    counts: dict[str, int] = {}
+    for item in items:
+        for code in {c.code for c in item.candidates[:considered]}:
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def features(
+    span_text: str,
+    cands: Sequence[Candidate],
+    index: int,
+    spans_per_code: Mapping[str, int],
+) -> tuple[float, ...]:
+    """The :data:`FEATURES` of candidate ``index`` among a span's candidates, in that order."""
     cand = cands[index]
     cov = max(coverage(span_text, cand.matched), coverage(span_text, cand.description))
     runner_up = max((c.score for j, c in enumerate(cands) if j != index), default=0.0)
-    return cand.score, cov, cand.score - runner_up
+    others = max(spans_per_code.get(cand.code, 1) - 1, 0)
+    return (
+        cand.score,
+        cov,
+        cand.score - runner_up,
+        cand.memory_score,
+        float(cand.memory_votes),
+        math.log1p(others),
+    )
 
 
 def justify(span_text: str, cand: Candidate, decision: Decision) -> str:
-    words = shared_words(span_text, f"{cand.matched} {cand.description}")
-    said = ", ".join(f"'{w}'" for w in words[:6]) if words else "no shared words"
     verb = {"accept": "supports", "review": "may support", "reject": "does not support"}[decision]
-    return (
-        f"Span {verb} {cand.code} ({cand.description}): {said} match "
-        f"'{cand.matched}' (similarity {cand.score:.2f})."
-    )
+    parts: list[str] = []
+    if cand.matched:
+        words = shared_words(span_text, f"{cand.matched} {cand.description}")
+        said = ", ".join(f"'{w}'" for w in words[:6]) if words else "no shared words"
+        parts.append(f"{said} match '{cand.matched}' (similarity {cand.score:.2f})")
+    if cand.memory_votes:
+        plural = "s" if cand.memory_votes > 1 else ""
+        # The example's text comes from another note: it is not repeated in this note's output.
+        parts.append(
+            f"{cand.memory_votes} confirmed example{plural} among the nearest "
+            f"(similarity {cand.memory_score:.2f})"
+        )
+    return f"Span {verb} {cand.code} ({cand.description}): {'; '.join(parts)}."

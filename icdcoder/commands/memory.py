@@ -1,0 +1,67 @@
+"""``icdcoder memory codiesp``: build an example memory from a CodiEsp training split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from icdcoder.commands.options import add_pipeline_options, check_paths, fail, retriever_settings
+
+#: Results are reported on dev: its gold may never feed the system.
+REPORTED_SPLITS = frozenset({"dev", "test"})
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("memory", help="build an example memory of confirmed codes")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    codiesp = actions.add_parser(
+        "codiesp",
+        help="align CodiEsp-X gold evidence to spans of the English texts",
+        description="Write confirmed span -> code examples (JSON lines) from a CodiEsp "
+        "training split, aligning each Spanish gold evidence to a span of the English text.",
+    )
+    codiesp.add_argument("--data", type=Path, required=True, help="CodiEsp folder")
+    codiesp.add_argument("--split", default="train", help="training split (default train)")
+    codiesp.add_argument("--out", type=Path, required=True, help="memory file to write")
+    add_pipeline_options(codiesp)
+    codiesp.set_defaults(handler=run_codiesp)
+
+
+def run_codiesp(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from icdcoder.codiesp import CodiEspError
+    from icdcoder.memory_codiesp import build_examples
+    from services.retriever.adapters import load_encoder
+    from services.segmenter.core import Segmenter
+    from shared.catalogue import load_catalogue
+    from shared.memory import write_examples
+
+    if args.split in REPORTED_SPLITS:
+        return fail(f"refusing to learn from {args.split!r}: results are reported on it")
+    settings = retriever_settings(args)
+    problem = check_paths(settings)
+    if problem:
+        return fail(problem)
+    started = time.perf_counter()
+    try:
+        examples, stats = build_examples(
+            args.data,
+            args.split,
+            catalogue=load_catalogue(settings.index_csv),
+            segmenter=Segmenter(),
+            encoder=load_encoder(settings),
+            progress=lambda cases: tqdm(cases, desc="aligning", unit="case", file=sys.stderr),
+        )
+    except CodiEspError as exc:
+        return fail(str(exc))
+    write_examples(args.out, examples)
+    print(
+        f"{stats.examples:,} examples from {stats.cases} cases -> {args.out} "
+        f"({stats.aligned:,} of {stats.evidences:,} evidences aligned, "
+        f"{stats.not_in_catalogue:,} with codes not in the catalogue, {stats.no_span:,} "
+        f"without a span; {time.perf_counter() - started:.0f} s)"
+    )
+    return 0

@@ -1,0 +1,73 @@
+"""The example memory with the real model: embedded once, cached, and changing what is found."""
+
+from pathlib import Path
+
+import pytest
+
+from services.retriever.adapters import (
+    SentenceTransformerEncoder,
+    default_model_path,
+    load_example_index,
+    load_or_build_index,
+)
+from services.retriever.core import Retriever
+from shared.catalogue import Catalogue, CodeInfo
+from shared.memory import Example, write_examples
+from shared.messages import SegmentedNote
+from shared.settings import RetrieverSettings
+from tests.fakes import make_span
+
+pytestmark = pytest.mark.slow
+
+
+def catalogue() -> Catalogue:
+    def info(code: str, description: str) -> CodeInfo:
+        return CodeInfo(code, description, True, None, (), "18", "R50-R69")
+
+    codes = {
+        "R59.9": info("R59.9", "Enlarged lymph nodes, unspecified"),
+        "R52": info("R52", "Pain, unspecified"),
+        "I10": info("I10", "Essential (primary) hypertension"),
+        "E11.9": info("E11.9", "Type 2 diabetes mellitus without complications"),
+    }
+    return Catalogue(version="tiny", codes=codes)
+
+
+def test_memory_is_cached_and_votes_for_its_codes(tmp_path: Path) -> None:
+    encoder = SentenceTransformerEncoder(default_model_path(), device="cpu")
+    memory_file = tmp_path / "memory.jsonl"
+    write_examples(
+        memory_file,
+        [
+            Example(code="R59.9", text="multiple adenopathies", source="t:1"),
+            Example(code="R59.9", text="adenopathy", source="t:2"),
+            Example(code="I10", text="HTA", source="t:3"),
+            Example(code="X00.0", text="a retired code", source="t:4"),
+        ],
+    )
+    settings = RetrieverSettings(cache_dir=tmp_path / "cache", memory_path=memory_file)
+    cat = catalogue()
+    memory = load_example_index(settings, cat, encoder)
+    assert memory is not None and list(memory.rows.codes) == ["R59.9", "R59.9", "I10"]
+    assert len(list((tmp_path / "cache").glob("memory-*.npy"))) == 1  # cached for next time
+
+    bundle = load_or_build_index(cat, encoder, settings, progress=None)
+    descriptions = {code: info.description for code, info in cat.codes.items()}
+    text = "CT showed several adenopathies."
+    note = SegmentedNote(note_id="n", text=text, spans=[make_span("several adenopathies", text)])
+
+    def first(with_memory: bool) -> tuple[str, int]:
+        retriever = Retriever(
+            encoder,
+            bundle.index,
+            bundle.rows,
+            descriptions,
+            catalogue_version=cat.version,
+            top_k=4,
+            memory=memory if with_memory else None,
+        )
+        best = retriever.retrieve(note).items[0].candidates[0]
+        return best.code, best.memory_votes
+
+    assert first(with_memory=True) == ("R59.9", 2)
+    assert first(with_memory=False)[1] == 0
