@@ -63,11 +63,12 @@ class RetrieverSettings(CatalogueSettings, MemorySettings):
 
 class VerifierSettings(MemorySettings):
     backend: Literal["similarity", "vllm"] = "similarity"
-    #: Thresholds on the similarity verifier's calibrated confidence (weights fitted on CodiEsp
-    #: train; thresholds chosen on CodiEsp dev: see bench/levers.py and the README).
-    accept_threshold: float = 0.10
+    #: Cuts on the similarity verifier's calibrated confidence (weights fitted on CodiEsp
+    #: train; cuts chosen on CodiEsp dev: see bench/levers.py and the README). None: the
+    #: operating point stored with the weights (``operating_point``), else 0.10 and 1.
+    accept_threshold: float | None = Field(default=None, ge=0, le=1)
     review_threshold: float = 0.02
-    max_codes_per_span: int = Field(default=1, gt=0)
+    max_codes_per_span: int | None = Field(default=None, gt=0)
     max_suggestions_per_span: int = Field(default=3, gt=0)
     #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
     #: fitted on CodiEsp train (``bench/levers.py fit``), with or without memory features

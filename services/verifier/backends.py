@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.verifier.core import SimilarityVerifier, SimilarityWeights, Verifier
+from services.verifier.core import OperatingPoint, SimilarityVerifier, SimilarityWeights, Verifier
 from shared.catalogue import Catalogue
 from shared.settings import VerifierSettings
 
@@ -14,11 +14,22 @@ SHIPPED_WEIGHTS = Path(__file__).with_name("similarity_weights.json")
 SHIPPED_MEMORY_WEIGHTS = Path(__file__).with_name("similarity_weights_memory.json")
 
 
+def weights_file(path: Path | None, *, memory: bool = False) -> Path | None:
+    """``path``, else the shipped fit for this configuration, else None (a priori weights)."""
+    shipped = SHIPPED_MEMORY_WEIGHTS if memory else SHIPPED_WEIGHTS
+    return path or (shipped if shipped.is_file() else None)
+
+
 def similarity_weights(path: Path | None, *, memory: bool = False) -> SimilarityWeights:
     """Weights from ``path``, else the shipped fitted ones, else the a priori defaults."""
-    shipped = SHIPPED_MEMORY_WEIGHTS if memory else SHIPPED_WEIGHTS
-    chosen = path or (shipped if shipped.is_file() else None)
+    chosen = weights_file(path, memory=memory)
     return SimilarityWeights.from_json(chosen.read_text()) if chosen else SimilarityWeights()
+
+
+def operating_point(path: Path | None, *, memory: bool = False) -> OperatingPoint:
+    """The weights file's operating point, else the defaults."""
+    chosen = weights_file(path, memory=memory)
+    return OperatingPoint.from_json(chosen.read_text()) if chosen else OperatingPoint()
 
 
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
@@ -26,10 +37,16 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         from services.verifier.vllm_backend import VllmVerifier
 
         return VllmVerifier(settings, catalogue)
+    memory = settings.memory_path is not None
+    point = operating_point(settings.weights_path, memory=memory)
     return SimilarityVerifier(
-        accept_threshold=settings.accept_threshold,
+        accept_threshold=(
+            point.accept_threshold
+            if settings.accept_threshold is None
+            else settings.accept_threshold
+        ),
         review_threshold=settings.review_threshold,
-        max_codes_per_span=settings.max_codes_per_span,
+        max_codes_per_span=settings.max_codes_per_span or point.max_codes_per_span,
         max_suggestions_per_span=settings.max_suggestions_per_span,
-        weights=similarity_weights(settings.weights_path, memory=settings.memory_path is not None),
+        weights=similarity_weights(settings.weights_path, memory=memory),
     )

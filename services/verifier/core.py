@@ -158,6 +158,24 @@ class SimilarityWeights:
 
 
 @dataclass(frozen=True)
+class OperatingPoint:
+    """Where a fit's calibrated confidence is cut: chosen on CodiEsp dev for that fit, so it
+    travels in the weights file (``operating_point``) and moves when the weights are refitted."""
+
+    accept_threshold: float = 0.10
+    max_codes_per_span: int = 1
+
+    @classmethod
+    def from_json(cls, text: str) -> OperatingPoint:
+        point = json.loads(text).get("operating_point") or {}
+        default = cls()
+        return cls(
+            accept_threshold=float(point.get("accept_threshold", default.accept_threshold)),
+            max_codes_per_span=int(point.get("max_codes_per_span", default.max_codes_per_span)),
+        )
+
+
+@dataclass(frozen=True)
 class SimilarityVerifier:
     """Deterministic verifier from retrieval scores, margins and term overlap."""
 

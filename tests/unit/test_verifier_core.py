@@ -1,7 +1,12 @@
 import asyncio
+import json
+from pathlib import Path
 
+from services.verifier.backends import make_verifier
 from services.verifier.core import SimilarityVerifier, coverage, shared_words
+from shared.catalogue import Catalogue
 from shared.messages import Candidate, RetrievedNote, SpanCandidates
+from shared.settings import VerifierSettings
 from tests.fakes import make_span
 
 TEXT = "Type 2 diabetes mellitus without complications"
@@ -73,3 +78,34 @@ def test_threshold_moves_decision() -> None:
     lax = SimilarityVerifier(accept_threshold=0.01, review_threshold=0.0)
     assert asyncio.run(strict.verify(note)).verdicts[0].decision == "reject"
     assert asyncio.run(lax.verify(note)).verdicts[0].decision == "accept"
+
+
+def test_operating_point_travels_with_the_weights_and_settings_override_it(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    weights = tmp_path / "w.json"
+    weights.write_text(
+        json.dumps(
+            {
+                "bias": -6.0,
+                "score": 1.0,
+                "coverage": 1.0,
+                "margin": 0.0,
+                "operating_point": {"accept_threshold": 0.2, "max_codes_per_span": 2},
+            }
+        )
+    )
+    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(chosen, SimilarityVerifier)
+    assert (chosen.accept_threshold, chosen.max_codes_per_span) == (0.2, 2)
+    assert chosen.weights.bias == -6.0
+    override = make_verifier(
+        VerifierSettings(weights_path=weights, accept_threshold=0.5, max_codes_per_span=1),
+        catalogue,
+    )
+    assert isinstance(override, SimilarityVerifier)
+    assert (override.accept_threshold, override.max_codes_per_span) == (0.5, 1)
+    weights.write_text(json.dumps({"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}))
+    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(plain, SimilarityVerifier)
+    assert (plain.accept_threshold, plain.max_codes_per_span) == (0.10, 1)
