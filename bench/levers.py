@@ -9,8 +9,18 @@
     # 3. the lever table on dev
     python bench/levers.py table --split dev
 
+    # the example memory (icdcoder memory codiesp ... --out MEMORY, from train only):
+    python bench/levers.py vectors --split train   # span vectors of the cached notes
+    python bench/levers.py vectors --split dev
+    python bench/levers.py fit --split train --memory MEMORY \
+        --out services/verifier/similarity_weights_memory.json
+    python bench/levers.py table --split dev --memory MEMORY
+
 Retrieval is the slow part (embedding every span); the verifier and aggregator take
-milliseconds, so their variants are scored from the cached candidates.
+milliseconds, so their variants are scored from the cached candidates. The memory is searched
+the way the retriever does (exact inner product, the same merge), from cached span vectors;
+on train each case's own examples are left out (leave-one-case-out), so fitted weights never
+see a span find its own label.
 """
 
 from __future__ import annotations
@@ -19,9 +29,11 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -30,11 +42,12 @@ from tqdm import tqdm
 from icdcoder.codiesp import CodiEspCase, read_split
 from icdcoder.evaluate import CaseRun, EvalReport, build_report
 from services.aggregator.core import Aggregator
-from services.verifier.backends import similarity_weights
-from services.verifier.core import SimilarityVerifier, SimilarityWeights, features
+from services.verifier.backends import operating_point, similarity_weights
+from services.verifier.core import FEATURES, SimilarityVerifier, features, note_support
 from shared.catalogue import Catalogue, load_catalogue
 from shared.context import contextual_text
 from shared.messages import RetrievedNote
+from shared.settings import AggregatorSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared/data/codiesp"
@@ -78,12 +91,13 @@ def load_cached(
 class Variant:
     name: str
     verifier: SimilarityVerifier
+    combine: Literal["max", "noisy_or"] = "max"
 
 
 def score(
     cases: list[CodiEspCase], notes: list[RetrievedNote], variant: Variant, catalogue: Catalogue
 ) -> EvalReport:
-    aggregator = Aggregator(catalogue)
+    aggregator = Aggregator(catalogue, AggregatorSettings(combine=variant.combine))
     runs: list[CaseRun] = []
     for case, retrieved in zip(cases, notes, strict=True):
         coded = aggregator.aggregate(variant.verifier.verify_sync(retrieved))
@@ -98,11 +112,92 @@ def training_rows(
 ) -> Iterator[tuple[list[float], float]]:
     for case, retrieved in zip(cases, notes, strict=True):
         gold = {code.lower() for code in case.gold}
+        counts = note_support(retrieved.items, considered)
         for item in retrieved.items:
             cands = item.candidates[:considered]
             read_as = contextual_text(item.span) or item.span.text
             for i, cand in enumerate(cands):
-                yield [1.0, *features(read_as, cands, i)], float(cand.code.lower() in gold)
+                row = [1.0, *features(read_as, cands, i, counts)]
+                yield row, float(cand.code.lower() in gold)
+
+
+def vectors_path(split: str, index_csv: Path | None) -> Path:
+    return cache_path(split, index_csv).with_suffix(".spans.npy")
+
+
+def encode_spans(split: str, index_csv: Path | None) -> None:
+    from services.retriever.adapters import load_encoder
+    from shared.settings import RetrieverSettings
+
+    _, notes = load_cached(split, index_csv)
+    texts = [item.span.text for note in notes for item in note.items]
+    started = time.perf_counter()
+    vectors = load_encoder(RetrieverSettings()).encode(texts)
+    np.save(vectors_path(split, index_csv), vectors)
+    print(f"{len(texts):,} spans encoded in {time.perf_counter() - started:.0f} s")
+
+
+def with_memory(
+    notes: list[RetrievedNote],
+    span_vectors: npt.NDArray[np.float32],
+    memory: Path,
+    catalogue: Catalogue,
+    *,
+    leave_case_out: bool,
+    neighbours: int = 10,
+) -> list[RetrievedNote]:
+    """The notes as the retriever would return them with ``memory`` configured."""
+    from services.retriever.adapters import load_encoder
+    from services.retriever.core import IndexRows, memory_hits, merge_memory
+    from shared.memory import load_memory
+    from shared.settings import RetrieverSettings
+
+    examples = load_memory(memory, catalogue).examples
+    rows = IndexRows(codes=[e.code for e in examples], texts=[e.text for e in examples])
+    example_vectors = load_encoder(RetrieverSettings()).encode(list(rows.texts))
+    owners = np.array([e.source.rsplit(":", 1)[-1] for e in examples])
+    descriptions = {code: info.description for code, info in catalogue.codes.items()}
+    out: list[RetrievedNote] = []
+    offset = 0
+    for note in tqdm(notes, desc="memory", file=sys.stderr):
+        n = len(note.items)
+        sims = span_vectors[offset : offset + n] @ example_vectors.T
+        offset += n
+        if leave_case_out:
+            sims[:, owners == note.note_id] = -np.inf
+        top = np.argsort(-sims, axis=1)[:, :neighbours]
+        items = []
+        for i, item in enumerate(note.items):
+            ids = [int(j) for j in top[i] if np.isfinite(sims[i, j])]
+            hits = memory_hits([float(sims[i, j]) for j in ids], ids, rows)
+            items.append(
+                item.model_copy(
+                    update={"candidates": merge_memory(item.candidates, hits, descriptions)}
+                )
+            )
+        out.append(note.model_copy(update={"items": items}))
+    if offset != span_vectors.shape[0]:
+        sys.exit("span vectors do not match the cached notes: run 'vectors' again")
+    return out
+
+
+def load_notes(
+    split: str, index_csv: Path | None, memory: Path | None, catalogue: Catalogue
+) -> tuple[list[CodiEspCase], list[RetrievedNote]]:
+    cases, notes = load_cached(split, index_csv)
+    if memory is not None:
+        vectors = np.load(vectors_path(split, index_csv))
+        from shared.settings import MemorySettings
+
+        notes = with_memory(
+            notes,
+            vectors,
+            memory,
+            catalogue,
+            leave_case_out=split != "dev",
+            neighbours=MemorySettings().memory_neighbours,  # ICDCODER_MEMORY_NEIGHBOURS
+        )
+    return cases, notes
 
 
 def fit_logistic(
@@ -121,19 +216,23 @@ def fit_logistic(
     return w
 
 
-def fit(split: str, index_csv: Path | None, out: Path) -> None:
+def fit(split: str, index_csv: Path | None, memory: Path | None, out: Path) -> None:
     if split == "dev":
         sys.exit("refusing to fit on dev: dev is where results are reported")
-    cases, notes = load_cached(split, index_csv)
+    catalogue = load_catalogue(index_csv)
+    cases, notes = load_notes(split, index_csv, memory, catalogue)
     pairs = list(training_rows(cases, notes, SimilarityVerifier().considered))
     x = np.array([p[0] for p in pairs])
     y = np.array([p[1] for p in pairs])
-    w = fit_logistic(x, y)
-    weights = {"bias": w[0], "score": w[1], "coverage": w[2], "margin": w[3]}
+    used = list(FEATURES) if memory else [f for f in FEATURES if not f.startswith("memory")]
+    columns = [0, *(1 + FEATURES.index(f) for f in used)]
+    w = fit_logistic(x[:, columns], y)
+    weights = dict(zip(["bias", *used], w.tolist(), strict=True))
     result = {name: round(float(v), 4) for name, v in weights.items()} | {
         "provenance": {
             "fitted_on": f"CodiEsp {split} (English), {len(cases)} cases",
             "retrieval": cache_path(split, index_csv).stem,
+            "memory": "leave-one-case-out" if memory else None,
             "candidates": len(y),
             "positives": int(y.sum()),
             "tool": "bench/levers.py fit",
@@ -143,28 +242,39 @@ def fit(split: str, index_csv: Path | None, out: Path) -> None:
     print(json.dumps(result, indent=2))
 
 
-def table(split: str, index_csv: Path | None, weights: Path | None) -> None:
-    catalogue = load_catalogue()
-    cases, notes = load_cached(split, index_csv)
-    fitted = similarity_weights(weights)
-    prior = SimilarityWeights()
-    variants = [
-        Variant("a priori weights, accept>=0.62, review>=0.50", SimilarityVerifier(weights=prior)),
-        Variant("fitted weights, accept>=0.62, review>=0.50", SimilarityVerifier(weights=fitted)),
-    ]
-    for accept in (0.1, 0.15, 0.2, 0.25):
-        for review in (0.02, 0.05):
-            variants.append(
-                Variant(
-                    f"fitted weights, accept>={accept}, review>={review}",
-                    SimilarityVerifier(
-                        weights=fitted, accept_threshold=accept, review_threshold=review
-                    ),
-                )
-            )
+def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path | None) -> None:
+    catalogue = load_catalogue(index_csv)
+    cases, notes = load_notes(split, index_csv, memory, catalogue)
+    fitted = similarity_weights(weights, memory=memory is not None)
+    variants = [Variant("a priori weights, accept>=0.62", SimilarityVerifier())]
+
+    def fitted_variant(
+        accept: float, per_span: int, review: float, suggestions: int, combine: str
+    ) -> Variant:
+        return Variant(
+            f"fitted, accept>={accept}, {per_span}/span, review>={review} x{suggestions}, "
+            f"{combine}",
+            SimilarityVerifier(
+                weights=fitted,
+                accept_threshold=accept,
+                review_threshold=review,
+                max_codes_per_span=per_span,
+                max_suggestions_per_span=suggestions,
+            ),
+            combine,  # type: ignore[arg-type]
+        )
+
+    # MAP moves with the review list and the combination; micro-F1 with accept and codes/span.
+    variants.append(fitted_variant(0.1, 1, 0.02, 3, "max"))
+    variants.append(fitted_variant(0.1, 1, 0.01, 5, "max"))
+    variants.append(fitted_variant(0.1, 1, 0.01, 5, "noisy_or"))
+    for accept in (0.15, 0.2, 0.25, 0.3):
+        variants.append(fitted_variant(accept, 1, 0.01, 5, "max"))
+    for accept in (0.1, 0.2, 0.3):
+        variants.append(fitted_variant(accept, 2, 0.01, 5, "max"))
     print(f"{split} / {cache_path(split, index_csv).stem}: {len(cases)} cases")
     print(
-        f"{'variant':<46} {'MAP':>6} {'microP':>7} {'microR':>7} {'microF1':>7} "
+        f"{'variant':<62} {'MAP':>6} {'microP':>7} {'microR':>7} {'microF1':>7} "
         f"{'R@20ex':>7} {'R@20cat':>7}"
     )
     for variant in variants:
@@ -172,28 +282,75 @@ def table(split: str, index_csv: Path | None, weights: Path | None) -> None:
         r20 = next(r for r in report.candidate_recall if r.k == 20)
         m = report.micro
         print(
-            f"{variant.name:<46} {report.map:>6.3f} {m.precision:>7.3f} {m.recall:>7.3f} "
+            f"{variant.name:<62} {report.map:>6.3f} {m.precision:>7.3f} {m.recall:>7.3f} "
             f"{m.f1:>7.3f} {r20.exact:>7.3f} {r20.category:>7.3f}"
         )
 
 
+def misses(
+    split: str, index_csv: Path | None, memory: Path | None, weights: Path | None, top: int = 15
+) -> None:
+    """The gold codes most often missed by the default verifier, and whether retrieval had them."""
+
+    catalogue = load_catalogue(index_csv)
+    cases, notes = load_notes(split, index_csv, memory, catalogue)
+    point = operating_point(weights, memory=memory is not None)
+    verifier = SimilarityVerifier(
+        weights=similarity_weights(weights, memory=memory is not None),
+        accept_threshold=point.accept_threshold,
+        max_codes_per_span=point.max_codes_per_span,
+        review_threshold=0.02,
+    )
+    aggregator = Aggregator(catalogue)
+    not_retrieved: Counter[str] = Counter()
+    not_ranked: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    for case, note in zip(cases, notes, strict=True):
+        coded = aggregator.aggregate(verifier.verify_sync(note))
+        predicted = {c.code.lower() for c in coded.codes}
+        accepted = {c.code.lower() for c in coded.codes if c.decision == "accept"}
+        retrieved = {c.code.lower() for item in note.items for c in item.candidates[:20]}
+        gold = {g.lower() for g in case.gold}
+        for code in gold - predicted:
+            (not_ranked if code in retrieved else not_retrieved)[code] += 1
+        wrong.update(accepted - gold)
+
+    def describe(code: str) -> str:
+        info = catalogue.get(code)
+        return info.description[:40] if info else "not in the catalogue"
+
+    for title, counter in (
+        ("gold codes never retrieved (top 20 of any span)", not_retrieved),
+        ("gold codes retrieved but not output", not_ranked),
+        ("accepted codes not in gold", wrong),
+    ):
+        total = sum(counter.values())
+        shown = ", ".join(f"{code} ({describe(code)}) x{n}" for code, n in counter.most_common(top))
+        print(f"{title}: {total} pairs\n  {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["retrieve", "fit", "table"])
+    parser.add_argument("action", choices=["retrieve", "vectors", "fit", "table", "misses"])
+    parser.add_argument("--memory", type=Path, help="example memory JSONL (fit, table)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--index-csv", type=Path)
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--weights", type=Path, help="fitted weights JSON for 'table'")
+    parser.add_argument("--weights", type=Path, help="fitted weights JSON for 'table' and 'misses'")
     parser.add_argument(
         "--out", type=Path, default=Path("services/verifier/similarity_weights.json")
     )
     args = parser.parse_args()
     if args.action == "retrieve":
         retrieve(args.split, args.index_csv, args.limit)
+    elif args.action == "vectors":
+        encode_spans(args.split, args.index_csv)
     elif args.action == "fit":
-        fit(args.split, args.index_csv, args.out)
+        fit(args.split, args.index_csv, args.memory, args.out)
+    elif args.action == "misses":
+        misses(args.split, args.index_csv, args.memory, args.weights)
     else:
-        table(args.split, args.index_csv, args.weights)
+        table(args.split, args.index_csv, args.memory, args.weights)
 
 
 if __name__ == "__main__":
