@@ -9,7 +9,7 @@ export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval bench clean vllm-setup
+.PHONY: install index demo test lint typecheck unit eval memory bench clean vllm-setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,17 @@ test: lint typecheck index vllm-setup
 	$(BIN)/pytest -q -rs
 
 INDEX_CSV ?= $(SHARED)/data/icd10cm-index/ICD10CM_2025_Index.csv
+# The example memory learnt from CodiEsp train (docs/memory.md); never from dev.
+MEMORY ?= $(HOME)/.cache/icdcoder/memory-codiesp-train.jsonl
 
-eval: install
-	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev --index-csv $(INDEX_CSV)
+$(MEMORY): icdcoder/memory_codiesp.py | install
+	$(BIN)/icdcoder memory codiesp --data $(SHARED)/data/codiesp --split train --out $@
+
+memory: $(MEMORY)
+
+eval: install $(MEMORY)
+	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev \
+		--index-csv $(INDEX_CSV) --memory $(MEMORY)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
