@@ -1,3 +1,5 @@
+from typing import Literal
+
 from services.aggregator.core import Aggregator, context_reason
 from shared.catalogue import Catalogue
 from shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
@@ -22,7 +24,11 @@ def verdict(sid: str, code: str, conf: float, decision: str = "accept") -> Verdi
 
 
 def run(
-    catalogue: Catalogue, spans: list[Span], verdicts: list[Verdict], include_review: bool = True
+    catalogue: Catalogue,
+    spans: list[Span],
+    verdicts: list[Verdict],
+    include_review: bool = True,
+    combine: Literal["max", "noisy_or"] = "max",
 ):  # type: ignore[no-untyped-def]
     note = VerifiedNote(
         note_id="n1",
@@ -32,7 +38,8 @@ def run(
         verdicts=verdicts,
         verifier=VerifierInfo(backend="test"),
     )
-    return Aggregator(catalogue, AggregatorSettings(include_review=include_review)).aggregate(note)
+    settings = AggregatorSettings(include_review=include_review, combine=combine)
+    return Aggregator(catalogue, settings).aggregate(note)
 
 
 def test_context_reasons() -> None:
@@ -133,16 +140,8 @@ def test_noisy_or_ranks_a_code_stated_twice_above_a_single_stronger_one(
         verdict("s2", "E11.9", 0.5),
         verdict("s3", "S02.91", 0.7),
     ]
-    note = VerifiedNote(
-        note_id="n1",
-        text=NOTE,
-        catalogue_version="icd10cm-2026",
-        items=[SpanCandidates(span=s, candidates=[]) for s in spans],
-        verdicts=verdicts,
-        verifier=VerifierInfo(backend="test"),
-    )
-    best = Aggregator(catalogue).aggregate(note)
+    best = run(catalogue, spans, verdicts)
     assert [(c.code, c.confidence) for c in best.codes] == [("S02.91XA", 0.7), ("E11.9", 0.6)]
-    combined = Aggregator(catalogue, AggregatorSettings(combine="noisy_or")).aggregate(note)
+    combined = run(catalogue, spans, verdicts, combine="noisy_or")
     assert [(c.code, c.confidence) for c in combined.codes] == [("E11.9", 0.8), ("S02.91XA", 0.7)]
     assert len(combined.codes[0].evidence) == 2
