@@ -15,6 +15,10 @@
     python bench/levers.py fit --split train --memory MEMORY \
         --out services/verifier/similarity_weights_memory.json
     python bench/levers.py table --split dev --memory MEMORY
+    # the note-level re-ranker, fitted on train over the span weights' confidences
+    python bench/levers.py fit-note --split train --memory MEMORY \
+        --weights services/verifier/similarity_weights_memory.json --out WEIGHTS_WITH_NOTE
+    python bench/levers.py table --split dev --memory MEMORY --weights WEIGHTS_WITH_NOTE
 
 Retrieval is the slow part (embedding every span); the verifier and aggregator take
 milliseconds, so their variants are scored from the cached candidates. The memory is searched
@@ -42,8 +46,15 @@ from tqdm import tqdm
 from icdcoder.codiesp import CodiEspCase, read_split
 from icdcoder.evaluate import CaseRun, EvalReport, build_report
 from services.aggregator.core import Aggregator
-from services.verifier.backends import operating_point, similarity_weights
-from services.verifier.core import FEATURES, SimilarityVerifier, features, note_support
+from services.verifier.backends import operating_point, similarity_weights, weights_file
+from services.verifier.core import (
+    FEATURES,
+    NOTE_FEATURES,
+    NoteWeights,
+    SimilarityVerifier,
+    features,
+    note_support,
+)
 from shared.catalogue import Catalogue, load_catalogue
 from shared.context import contextual_text
 from shared.messages import RetrievedNote
@@ -242,6 +253,43 @@ def fit(split: str, index_csv: Path | None, memory: Path | None, out: Path) -> N
     print(json.dumps(result, indent=2))
 
 
+def fit_note(
+    split: str, index_csv: Path | None, memory: Path | None, weights: Path | None, out: Path
+) -> None:
+    """Fit the note-level re-ranker on the span verifier's output and write both into ``out``."""
+    if split == "dev":
+        sys.exit("refusing to fit on dev: dev is where results are reported")
+    catalogue = load_catalogue(index_csv)
+    cases, notes = load_notes(split, index_csv, memory, catalogue)
+    verifier = SimilarityVerifier(weights=similarity_weights(weights, memory=memory is not None))
+    x_rows: list[list[float]] = []
+    y_rows: list[float] = []
+    for case, note in zip(cases, notes, strict=True):
+        gold = {code.lower() for code in case.gold}
+        counts = note_support(note.items, verifier.considered)
+        for code, row in verifier.note_rows(note.items, counts).items():
+            x_rows.append([1.0, *row.features()])
+            y_rows.append(float(code.lower() in gold))
+    x, y = np.array(x_rows), np.array(y_rows)
+    w = fit_logistic(x, y)
+    chosen = weights_file(weights, memory=memory is not None)
+    base = json.loads(chosen.read_text()) if chosen else {}
+    base["note"] = {
+        name: round(float(v), 4) for name, v in zip(["bias", *NOTE_FEATURES], w, strict=True)
+    } | {
+        "provenance": {
+            "fitted_on": f"CodiEsp {split} (English), {len(cases)} cases",
+            "retrieval": cache_path(split, index_csv).stem,
+            "memory": "leave-one-case-out" if memory else None,
+            "codes": len(y),
+            "positives": int(y.sum()),
+            "tool": "bench/levers.py fit-note",
+        }
+    }
+    out.write_text(json.dumps(base, indent=2) + "\n")
+    print(json.dumps(base["note"], indent=2))
+
+
 def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path | None) -> None:
     catalogue = load_catalogue(index_csv)
     cases, notes = load_notes(split, index_csv, memory, catalogue)
@@ -272,6 +320,23 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
         variants.append(fitted_variant(accept, 1, 0.01, 5, "max"))
     for accept in (0.1, 0.2, 0.3):
         variants.append(fitted_variant(accept, 2, 0.01, 5, "max"))
+    chosen = weights_file(weights, memory=memory is not None)
+    note_weights = NoteWeights.from_json(chosen.read_text()) if chosen else None
+    if note_weights is not None:
+        for accept in (0.2, 0.3, 0.4, 0.5):
+            for per_note in (40, 80):
+                variants.append(
+                    Variant(
+                        f"note re-ranker, accept>={accept}, {per_note}/note, review>=0.01",
+                        SimilarityVerifier(
+                            weights=fitted,
+                            note_weights=note_weights,
+                            accept_threshold=accept,
+                            review_threshold=0.01,
+                            max_codes_per_note=per_note,
+                        ),
+                    )
+                )
     print(f"{split} / {cache_path(split, index_csv).stem}: {len(cases)} cases")
     print(
         f"{'variant':<62} {'MAP':>6} {'microP':>7} {'microR':>7} {'microF1':>7} "
@@ -331,7 +396,9 @@ def misses(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=["retrieve", "vectors", "fit", "table", "misses"])
+    parser.add_argument(
+        "action", choices=["retrieve", "vectors", "fit", "fit-note", "table", "misses"]
+    )
     parser.add_argument("--memory", type=Path, help="example memory JSONL (fit, table)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--index-csv", type=Path)
@@ -347,6 +414,8 @@ def main() -> None:
         encode_spans(args.split, args.index_csv)
     elif args.action == "fit":
         fit(args.split, args.index_csv, args.memory, args.out)
+    elif args.action == "fit-note":
+        fit_note(args.split, args.index_csv, args.memory, args.weights, args.out)
     elif args.action == "misses":
         misses(args.split, args.index_csv, args.memory, args.weights)
     else:

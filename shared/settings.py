@@ -70,6 +70,10 @@ class VerifierSettings(MemorySettings):
     review_threshold: float = 0.02
     max_codes_per_span: int | None = Field(default=None, gt=0)
     max_suggestions_per_span: int = Field(default=3, gt=0)
+    #: Re-rank each note's codes with the weights file's note-level model, where it has one.
+    note_reranker: bool = True
+    #: With the re-ranker: how many codes a note keeps. None: the weights file's, else 40.
+    max_codes_per_note: int | None = Field(default=None, gt=0)
     #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
     #: fitted on CodiEsp train (``bench/levers.py fit``), with or without memory features
     #: according to ``memory_path``.

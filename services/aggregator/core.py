@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from shared.catalogue import Catalogue
+from shared.context import context_reason
 from shared.messages import (
     CodedNote,
     CodeResult,
@@ -30,23 +31,6 @@ from shared.messages import (
     VerifiedNote,
 )
 from shared.settings import AggregatorSettings
-
-FAMILY_HISTORY = ("Z80", "Z81", "Z82", "Z83", "Z84")
-PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z92")
-
-
-def context_reason(span: Span, code: str) -> str | None:
-    """Why this span may not produce this code, or None when it may."""
-    ctx = span.context
-    if ctx.negated:
-        return "negated"
-    if ctx.hypothetical:
-        return "hypothetical or uncertain"
-    if ctx.family and not code.startswith(FAMILY_HISTORY):
-        return "family history: the condition is a relative's"
-    if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY):
-        return "historical: a past condition, not a current one"
-    return None
 
 
 @dataclass

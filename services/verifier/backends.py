@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.verifier.core import OperatingPoint, SimilarityVerifier, SimilarityWeights, Verifier
+from services.verifier.core import (
+    NoteWeights,
+    OperatingPoint,
+    SimilarityVerifier,
+    SimilarityWeights,
+    Verifier,
+)
 from shared.catalogue import Catalogue
 from shared.settings import VerifierSettings
 
@@ -32,6 +38,12 @@ def operating_point(path: Path | None, *, memory: bool = False) -> OperatingPoin
     return OperatingPoint.from_json(chosen.read_text()) if chosen else OperatingPoint()
 
 
+def note_weights(path: Path | None, *, memory: bool = False) -> NoteWeights | None:
+    """The weights file's note-level re-ranker, or None when it has none."""
+    chosen = weights_file(path, memory=memory)
+    return NoteWeights.from_json(chosen.read_text()) if chosen else None
+
+
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
     if settings.backend == "vllm":
         from services.verifier.vllm_backend import VllmVerifier
@@ -49,4 +61,8 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         max_codes_per_span=settings.max_codes_per_span or point.max_codes_per_span,
         max_suggestions_per_span=settings.max_suggestions_per_span,
         weights=similarity_weights(settings.weights_path, memory=memory),
+        note_weights=(
+            note_weights(settings.weights_path, memory=memory) if settings.note_reranker else None
+        ),
+        max_codes_per_note=settings.max_codes_per_note or point.max_codes_per_note,
     )

@@ -15,6 +15,13 @@ model server, same input -> same output. It scores a candidate from these featur
 
 ``confidence = sigmoid(bias + sum(weight[f] * f))``, with weights fitted by logistic
 regression (``bench/levers.py fit``).
+
+With note weights (the ``note`` section of a weights file) a second pass re-ranks at the level
+of the note: every code that some span may produce (:func:`shared.context.context_reason`) gets
+one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
+span confidence, how many spans put it first, how many retrieved it, its memory votes. The
+note's codes are ranked by that confidence and cut to ``max_codes_per_note``; each keeps the
+spans that ranked it among their first ``max_suggestions_per_span`` as its evidence.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.context import contextual_text
+from shared.context import context_reason, contextual_text
 from shared.messages import (
     Candidate,
     Decision,
@@ -164,6 +171,7 @@ class OperatingPoint:
 
     accept_threshold: float = 0.10
     max_codes_per_span: int = 1
+    max_codes_per_note: int = 40
 
     @classmethod
     def from_json(cls, text: str) -> OperatingPoint:
@@ -172,7 +180,43 @@ class OperatingPoint:
         return cls(
             accept_threshold=float(point.get("accept_threshold", default.accept_threshold)),
             max_codes_per_span=int(point.get("max_codes_per_span", default.max_codes_per_span)),
+            max_codes_per_note=int(point.get("max_codes_per_note", default.max_codes_per_note)),
         )
+
+
+NOTE_FEATURES = (
+    "best",
+    "second",
+    "spans_first",
+    "spans",
+    "memory_votes",
+    "memory_score",
+    "score",
+    "coverage",
+)
+
+
+@dataclass(frozen=True)
+class NoteWeights:
+    """Logistic-regression weights of the note-level re-ranker over :data:`NOTE_FEATURES`."""
+
+    bias: float
+    weights: tuple[float, ...]
+
+    @classmethod
+    def from_json(cls, text: str) -> NoteWeights | None:
+        """The ``note`` section of a weights file, or None when it has none."""
+        data = json.loads(text).get("note")
+        if not data:
+            return None
+        missing = [name for name in ("bias", *NOTE_FEATURES) if name not in data]
+        if missing:
+            raise ValueError(f"note weights lack {', '.join(missing)}")
+        return cls(float(data["bias"]), tuple(float(data[name]) for name in NOTE_FEATURES))
+
+    def confidence(self, values: Sequence[float]) -> float:
+        z = self.bias + sum(w * f for w, f in zip(self.weights, values, strict=True))
+        return 1.0 / (1.0 + math.exp(-z))
 
 
 @dataclass(frozen=True)
@@ -186,6 +230,10 @@ class SimilarityVerifier:
     max_suggestions_per_span: int = 3
     considered: int = 10
     weights: SimilarityWeights = SimilarityWeights()
+    #: The note-level re-ranker; None: each span's verdicts stand on their own.
+    note_weights: NoteWeights | None = None
+    #: With the re-ranker: how many of the note's codes are kept (accepted or for review).
+    max_codes_per_note: int = 40
 
     @property
     def info(self) -> VerifierInfo:
@@ -197,7 +245,10 @@ class SimilarityVerifier:
     def verify_sync(self, note: RetrievedNote) -> VerifiedNote:
         started = time.perf_counter()
         spans_per_code = note_support(note.items, self.considered)
-        verdicts = [v for item in note.items for v in self.judge(item, spans_per_code)]
+        if self.note_weights is None:
+            verdicts = [v for item in note.items for v in self.judge(item, spans_per_code)]
+        else:
+            verdicts = self.judge_note(note.items, spans_per_code, self.note_weights)
         return VerifiedNote(
             note_id=note.note_id,
             text=note.text,
@@ -218,17 +269,9 @@ class SimilarityVerifier:
         self, item: SpanCandidates, spans_per_code: Mapping[str, int] | None = None
     ) -> list[Verdict]:
         """Verdicts for the span's best few candidates: accepted/reviewed first, then rejects."""
-        cands = item.candidates[: self.considered]
-        if not cands:
-            return []
         read_as = contextual_text(item.span) or item.span.text
-        counts = spans_per_code or {}
-        scored = [
-            (self.confidence(features(read_as, cands, i, counts)), c) for i, c in enumerate(cands)
-        ]
-        scored.sort(key=lambda pair: (-pair[0], pair[1].code))
         verdicts: list[Verdict] = []
-        for rank, (conf, cand) in enumerate(scored):
+        for rank, (conf, cand, _) in enumerate(self.score_span(item, spans_per_code or {})):
             decision = self._decide(conf) if rank < self.max_codes_per_span else "reject"
             if decision == "reject" and rank < self.max_suggestions_per_span:
                 decision = "review" if conf >= self.review_threshold else "reject"
@@ -243,12 +286,136 @@ class SimilarityVerifier:
             )
         return verdicts
 
+    def score_span(
+        self, item: SpanCandidates, spans_per_code: Mapping[str, int]
+    ) -> list[tuple[float, Candidate, tuple[float, ...]]]:
+        """The span's considered candidates with their confidence and features, best first."""
+        cands = item.candidates[: self.considered]
+        read_as = contextual_text(item.span) or item.span.text
+        scored = []
+        for i, cand in enumerate(cands):
+            values = features(read_as, cands, i, spans_per_code)
+            scored.append((self.confidence(values), cand, values))
+        scored.sort(key=lambda row: (-row[0], row[1].code))
+        return scored
+
+    def note_rows(
+        self, items: Sequence[SpanCandidates], spans_per_code: Mapping[str, int]
+    ) -> dict[str, _CodeInNote]:
+        """What the note's spans say about each code they may produce (context allowing)."""
+        rows: dict[str, _CodeInNote] = {}
+        for item in items:
+            for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
+                if context_reason(item.span, cand.code) is not None:
+                    continue
+                row = rows.setdefault(cand.code, _CodeInNote(cand))
+                row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
+        return rows
+
+    def judge_note(
+        self,
+        items: Sequence[SpanCandidates],
+        spans_per_code: Mapping[str, int],
+        note_weights: NoteWeights,
+    ) -> list[Verdict]:
+        """Verdicts from the note-level re-ranker: one confidence per code, on its evidence."""
+        rows = self.note_rows(items, spans_per_code)
+        ranked = sorted(
+            ((note_weights.confidence(row.features()), code) for code, row in rows.items()),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        verdicts: list[Verdict] = []
+        for position, (conf, code) in enumerate(ranked):
+            decision = self._decide(conf) if position < self.max_codes_per_note else "reject"
+            if decision == "reject":
+                continue
+            row = rows[code]
+            for item in row.evidence():
+                read_as = contextual_text(item.span) or item.span.text
+                justification = justify(read_as, row.candidates[item.span.span_id], decision)
+                if len(row.spans) > 1:
+                    justification += f" {len(row.spans)} spans of the note retrieved it."
+                verdicts.append(
+                    Verdict(
+                        span_id=item.span.span_id,
+                        code=code,
+                        decision=decision,
+                        confidence=round(conf, 4),
+                        justification=justification,
+                    )
+                )
+        return verdicts
+
     def _decide(self, conf: float) -> Decision:
         if conf >= self.accept_threshold:
             return "accept"
         if conf >= self.review_threshold:
             return "review"
         return "reject"
+
+
+class _CodeInNote:
+    """One code's standing in a note: its spans' confidences and the features they add up to."""
+
+    def __init__(self, first: Candidate) -> None:
+        self.code = first.code
+        self.confidences: list[float] = []
+        self.spans: list[SpanCandidates] = []
+        self.candidates: dict[str, Candidate] = {}
+        self.first = 0
+        self.suggested: list[SpanCandidates] = []
+        self.memory_votes = 0
+        self.memory_score = 0.0
+        self.score = 0.0
+        self.coverage = 0.0
+
+    def add(
+        self,
+        item: SpanCandidates,
+        rank: int,
+        conf: float,
+        cand: Candidate,
+        values: Sequence[float],
+        suggestions: int,
+    ) -> None:
+        self.confidences.append(conf)
+        self.spans.append(item)
+        self.candidates[item.span.span_id] = cand
+        self.first += rank == 0
+        if rank < suggestions:
+            self.suggested.append(item)
+        named = dict(zip(FEATURES, values, strict=True))
+        self.memory_votes = max(self.memory_votes, int(named["memory_votes"]))
+        self.memory_score = max(self.memory_score, named["memory_score"])
+        self.score = max(self.score, named["score"])
+        self.coverage = max(self.coverage, named["coverage"])
+
+    def features(self) -> tuple[float, ...]:
+        """The :data:`NOTE_FEATURES`: span confidences enter as log-odds."""
+        ordered = sorted(self.confidences, reverse=True)
+        second = ordered[1] if len(ordered) > 1 else 0.0
+        return (
+            _logit(ordered[0]),
+            _logit(second),
+            math.log1p(self.first),
+            math.log1p(len(self.spans)),
+            float(self.memory_votes),
+            self.memory_score,
+            self.score,
+            self.coverage,
+        )
+
+    def evidence(self) -> list[SpanCandidates]:
+        """The spans that ranked the code among their first suggestions, else its best span."""
+        if self.suggested:
+            return self.suggested
+        best = max(range(len(self.spans)), key=lambda i: self.confidences[i])
+        return [self.spans[best]]
+
+
+def _logit(p: float, bound: float = 12.0) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return max(-bound, min(bound, math.log(p / (1 - p))))
 
 
 def note_support(items: Sequence[SpanCandidates], considered: int) -> dict[str, int]:

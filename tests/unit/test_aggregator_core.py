@@ -1,7 +1,8 @@
 from typing import Literal
 
-from services.aggregator.core import Aggregator, context_reason
+from services.aggregator.core import Aggregator
 from shared.catalogue import Catalogue
+from shared.context import context_reason
 from shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
 from shared.settings import AggregatorSettings
 from tests.fakes import make_span

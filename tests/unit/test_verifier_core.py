@@ -2,8 +2,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from services.verifier.backends import make_verifier
-from services.verifier.core import SimilarityVerifier, coverage, shared_words
+from services.verifier.core import (
+    NOTE_FEATURES,
+    NoteWeights,
+    SimilarityVerifier,
+    coverage,
+    shared_words,
+)
 from shared.catalogue import Catalogue
 from shared.messages import Candidate, RetrievedNote, SpanCandidates
 from shared.settings import VerifierSettings
@@ -109,3 +117,87 @@ def test_operating_point_travels_with_the_weights_and_settings_override_it(
     plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
     assert isinstance(plain, SimilarityVerifier)
     assert (plain.accept_threshold, plain.max_codes_per_span) == (0.10, 1)
+
+
+NOTE = "Hypertension. High blood pressure again today. Denies angina. Gout."
+
+
+def note_of(*spans: tuple[str, list[Candidate], dict[str, bool]]) -> RetrievedNote:
+    items = [
+        SpanCandidates(span=make_span(text, NOTE, f"s{i}", **flags), candidates=cands)
+        for i, (text, cands, flags) in enumerate(spans)
+    ]
+    return RetrievedNote(note_id="n1", text=NOTE, catalogue_version="test", items=items)
+
+
+def reranker(**weights: float) -> NoteWeights:
+    """Note weights with every feature 0 but those given."""
+    return NoteWeights(
+        weights.pop("bias", 0.0), tuple(weights.pop(name, 0.0) for name in NOTE_FEATURES)
+    )
+
+
+HYPERTENSION = cand("I10", "Essential (primary) hypertension", 0.80)
+GOUT = cand("M10.9", "Gout, unspecified", 0.95)
+ANGINA = cand("I20.9", "Angina pectoris, unspecified", 0.99)
+
+
+def test_note_reranker_ranks_a_code_several_spans_state_above_a_single_better_match() -> None:
+    note = note_of(
+        ("Hypertension", [HYPERTENSION], {}),
+        ("High blood pressure again today", [HYPERTENSION], {}),
+        ("Gout", [GOUT], {}),
+    )
+    by_spans = SimilarityVerifier(note_weights=reranker(bias=-2.0, spans=3.0))
+    by_best = SimilarityVerifier(note_weights=reranker(bias=-2.0, best=1.0))
+    first = {v.confidence: v.code for v in by_spans.verify_sync(note).verdicts}
+    assert first[max(first)] == "I10"
+    first = {v.confidence: v.code for v in by_best.verify_sync(note).verdicts}
+    assert first[max(first)] == "M10.9"
+    # one confidence per code, carried by each span that suggested it: both spans are evidence
+    i10 = [v for v in by_spans.verify_sync(note).verdicts if v.code == "I10"]
+    assert [v.span_id for v in i10] == ["s0", "s1"] and len({v.confidence for v in i10}) == 1
+    assert "2 spans of the note retrieved it" in i10[0].justification
+
+
+def test_note_reranker_skips_codes_only_a_negated_span_names() -> None:
+    note = note_of(("Denies angina", [ANGINA], {"negated": True}), ("Gout", [GOUT], {}))
+    out = SimilarityVerifier(note_weights=reranker(bias=5.0)).verify_sync(note)
+    assert {v.code for v in out.verdicts} == {"M10.9"}
+
+
+def test_note_reranker_cuts_the_note_to_its_best_codes_and_thresholds_decide() -> None:
+    note = note_of(
+        ("Hypertension", [HYPERTENSION], {}),
+        ("High blood pressure again today", [HYPERTENSION], {}),
+        ("Gout", [GOUT], {}),
+    )
+    weights = reranker(bias=-1.0, spans=2.0)  # I10: sigmoid(-1 + 2 log 3) = 0.77; M10.9 0.60
+    one = SimilarityVerifier(note_weights=weights, max_codes_per_note=1).verify_sync(note)
+    assert {v.code for v in one.verdicts} == {"I10"}
+    two = SimilarityVerifier(
+        note_weights=weights, accept_threshold=0.7, review_threshold=0.5
+    ).verify_sync(note)
+    decisions = {v.code: v.decision for v in two.verdicts}
+    assert decisions == {"I10": "accept", "M10.9": "review"}
+
+
+def test_note_weights_come_from_the_weights_file_and_can_be_switched_off(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    span_weights = {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps(span_weights))
+    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(plain, SimilarityVerifier) and plain.note_weights is None
+    note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES}
+    point = {"max_codes_per_note": 25}
+    weights.write_text(json.dumps(span_weights | {"note": note, "operating_point": point}))
+    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.note_weights is not None
+    assert chosen.note_weights.bias == -3.0 and chosen.max_codes_per_note == 25
+    off = make_verifier(VerifierSettings(weights_path=weights, note_reranker=False), catalogue)
+    assert isinstance(off, SimilarityVerifier) and off.note_weights is None
+    weights.write_text(json.dumps(span_weights | {"note": {"bias": 1.0}}))
+    with pytest.raises(ValueError, match="note weights lack best"):
+        make_verifier(VerifierSettings(weights_path=weights), catalogue)
