@@ -10,7 +10,9 @@ Rules, in order:
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
-6. Excludes1 pairs: the more confident code stays, the other is excluded with the reason.
+6. Excludes1 pairs: the more confident code stays accepted; a code in conflict with it goes to
+   review with the reason (both are reported only when the conditions are unrelated, which a
+   coder decides), or, when review codes are not kept, is excluded with the reason.
 7. Ranked by confidence.
 """
 
@@ -163,13 +165,28 @@ class Aggregator:
     def _resolve_excludes1(
         self, entries: list[_Entry]
     ) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:
+        """Most confident first: a code in Excludes1 conflict with an accepted code goes to
+        review (the guideline reports both only when the conditions are unrelated, which a
+        coder decides), or, without review codes, is dropped."""
         kept: list[_Entry] = []
         dropped: list[tuple[_Entry, _Entry]] = []
         for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
             winner = next(
-                (k for k in kept if self._catalogue.excludes1_conflict(k.code, entry.code)), None
+                (
+                    k
+                    for k in kept
+                    if k.accepted and self._catalogue.excludes1_conflict(k.code, entry.code)
+                ),
+                None,
             )
             if winner is None:
+                kept.append(entry)
+            elif self._include_review:
+                entry.accepted = False
+                entry.justification += (
+                    f" Excludes1 with {winner.code}, which is more confident: for review, "
+                    "both are reported only when the conditions are unrelated."
+                )
                 kept.append(entry)
             else:
                 dropped.append((entry, winner))

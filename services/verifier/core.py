@@ -19,7 +19,9 @@ regression (``bench/levers.py fit``).
 With note weights (the ``note`` section of a weights file) a second pass re-ranks at the level
 of the note: every code that some span may produce (:func:`shared.context.context_reason`) gets
 one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
-span confidence, how many spans put it first, how many retrieved it, its memory votes. The
+span confidence, how many spans put it first, how many retrieved it, its memory votes, and
+whether it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains
+the symptom) or an unspecified one. The
 note's codes are ranked by that confidence and cut to ``max_codes_per_note``; each keeps the
 spans that ranked it among their first ``max_suggestions_per_span`` as its evidence.
 """
@@ -193,6 +195,8 @@ NOTE_FEATURES = (
     "memory_score",
     "score",
     "coverage",
+    "symptom",
+    "unspecified",
 )
 
 
@@ -359,6 +363,7 @@ class _CodeInNote:
 
     def __init__(self, first: Candidate) -> None:
         self.code = first.code
+        self.description = first.description
         self.confidences: list[float] = []
         self.spans: list[SpanCandidates] = []
         self.candidates: dict[str, Candidate] = {}
@@ -403,6 +408,8 @@ class _CodeInNote:
             self.memory_score,
             self.score,
             self.coverage,
+            float(self.code.upper().startswith("R")),
+            float("unspecified" in self.description.lower()),
         )
 
     def evidence(self) -> list[SpanCandidates]:

@@ -93,12 +93,22 @@ def test_most_specific_code_keeps_all_evidence(catalogue: Catalogue) -> None:
     assert out.codes[0].confidence == 0.9
 
 
-def test_excludes1_keeps_the_more_confident(catalogue: Catalogue) -> None:
+def test_excludes1_keeps_the_more_confident_and_sends_the_other_to_review(
+    catalogue: Catalogue,
+) -> None:
     spans = [
         span("Type 2 diabetes mellitus without complications", "s1"),
         span("Type 1 diabetes", "s2"),
     ]
-    out = run(catalogue, spans, [verdict("s1", "E11.9", 0.9), verdict("s2", "E10.9", 0.6)])
+    verdicts = [verdict("s1", "E11.9", 0.9), verdict("s2", "E10.9", 0.6)]
+    out = run(catalogue, spans, verdicts)
+    assert [(c.code, c.decision) for c in out.codes] == [("E11.9", "accept"), ("E10.9", "review")]
+    assert "Excludes1 with E11.9" in out.codes[1].justification and not out.excluded
+    # a code only suggested for review conflicts with nothing
+    out = run(catalogue, spans, [verdict("s1", "E11.9", 0.9, "review"), verdicts[1]])
+    assert [(c.code, c.decision) for c in out.codes] == [("E11.9", "review"), ("E10.9", "accept")]
+    # without review codes the conflicting one is excluded, with the reason
+    out = run(catalogue, spans, verdicts, include_review=False)
     assert [c.code for c in out.codes] == ["E11.9"]
     assert [(x.code, x.reason) for x in out.excluded] == [
         ("E10.9", "Excludes1 with E11.9, which is more confident")
