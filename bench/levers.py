@@ -35,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,10 +55,12 @@ from services.verifier.core import (
     features,
     note_support,
 )
+from services.verifier.similar_notes import SimilarNotes
 from shared.catalogue import Catalogue, load_catalogue
 from shared.context import contextual_text
+from shared.memory import load_memory
 from shared.messages import RetrievedNote
-from shared.settings import AggregatorSettings
+from shared.settings import AggregatorSettings, MemorySettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared/data/codiesp"
@@ -198,8 +200,6 @@ def load_notes(
     cases, notes = load_cached(split, index_csv)
     if memory is not None:
         vectors = np.load(vectors_path(split, index_csv))
-        from shared.settings import MemorySettings
-
         notes = with_memory(
             notes,
             vectors,
@@ -253,6 +253,23 @@ def fit(split: str, index_csv: Path | None, memory: Path | None, out: Path) -> N
     print(json.dumps(result, indent=2))
 
 
+class LeaveOut:
+    """Similar-notes votes without one note of the memory (leave-one-case-out on train)."""
+
+    def __init__(self, notes: SimilarNotes, source: str) -> None:
+        self.notes, self.source = notes, source
+
+    def votes(self, text: str) -> dict[str, float]:
+        return self.notes.votes(text, exclude_source=self.source)
+
+
+def similar_notes(memory: Path | None, catalogue: Catalogue) -> SimilarNotes | None:
+    if memory is None:
+        return None
+    notes = load_memory(memory, catalogue).notes
+    return SimilarNotes(notes, neighbours=MemorySettings().similar_notes) if notes else None
+
+
 def fit_note(
     split: str, index_csv: Path | None, memory: Path | None, weights: Path | None, out: Path
 ) -> None:
@@ -262,12 +279,16 @@ def fit_note(
     catalogue = load_catalogue(index_csv)
     cases, notes = load_notes(split, index_csv, memory, catalogue)
     verifier = SimilarityVerifier(weights=similarity_weights(weights, memory=memory is not None))
+    similar = similar_notes(memory, catalogue)
     x_rows: list[list[float]] = []
     y_rows: list[float] = []
     for case, note in zip(cases, notes, strict=True):
         gold = {code.lower() for code in case.gold}
         counts = note_support(note.items, verifier.considered)
-        for code, row in verifier.note_rows(note.items, counts).items():
+        # each train note's own codes are left out of its similar-notes vote
+        votes = LeaveOut(similar, f"codiesp-{split}:{case.case_id}") if similar else None
+        scorer = replace(verifier, similar_notes=votes)
+        for code, row in scorer.note_rows(note, counts).items():
             x_rows.append([1.0, *row.features()])
             y_rows.append(float(code.lower() in gold))
     x, y = np.array(x_rows), np.array(y_rows)
@@ -322,6 +343,7 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
         variants.append(fitted_variant(accept, 2, 0.01, 5, "max"))
     chosen = weights_file(weights, memory=memory is not None)
     note_weights = NoteWeights.from_json(chosen.read_text()) if chosen else None
+    similar = similar_notes(memory, catalogue)
     if note_weights is not None:
         for accept in (0.2, 0.3, 0.4, 0.5):
             for per_note in (40, 80):
@@ -331,6 +353,7 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
                         SimilarityVerifier(
                             weights=fitted,
                             note_weights=note_weights,
+                            similar_notes=similar,
                             accept_threshold=accept,
                             review_threshold=0.01,
                             max_codes_per_note=per_note,
@@ -359,11 +382,16 @@ def misses(
 
     catalogue = load_catalogue(index_csv)
     cases, notes = load_notes(split, index_csv, memory, catalogue)
-    point = operating_point(weights, memory=memory is not None)
+    chosen = weights_file(weights, memory=memory is not None)
+    reranker = NoteWeights.from_json(chosen.read_text()) if chosen else None
+    point = operating_point(weights, memory=memory is not None, note=reranker is not None)
     verifier = SimilarityVerifier(
         weights=similarity_weights(weights, memory=memory is not None),
+        note_weights=reranker,
+        similar_notes=similar_notes(memory, catalogue),
         accept_threshold=point.accept_threshold,
         max_codes_per_span=point.max_codes_per_span,
+        max_codes_per_note=point.max_codes_per_note,
         review_threshold=0.02,
     )
     aggregator = Aggregator(catalogue)

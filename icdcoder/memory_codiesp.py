@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from icdcoder.codiesp import CodiEspCase, CodiEspError, read_split
 from shared.catalogue import Catalogue
-from shared.memory import Example
+from shared.memory import CodedNote, Example
 from shared.messages import NoteIn, SegmentedNote, Span
 
 Vectors = npt.NDArray[np.float32]
@@ -189,3 +189,17 @@ def build_examples(
             )
     stats.examples = len(examples)
     return list(examples.values()), stats
+
+
+def coded_notes(data: Path, split: str, *, catalogue: Catalogue) -> list[CodedNote]:
+    """Each case of ``split`` as a coded note: its English text and its gold codes that the
+    catalogue has (the similar-notes vote). Cases with no such code are left out."""
+    notes: list[CodedNote] = []
+    for case in read_split(data, split, lang="en"):
+        infos = [catalogue.get(code) for code in case.gold]
+        codes = tuple(dict.fromkeys(info.code for info in infos if info is not None))
+        if codes:
+            notes.append(
+                CodedNote(codes=codes, text=case.text, source=f"codiesp-{split}:{case.case_id}")
+            )
+    return notes

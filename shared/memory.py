@@ -6,7 +6,12 @@ is a JSON-lines file, one confirmed example per line::
 
     {"code": "R59.9", "text": "multiple adenopathies", "source": "codiesp-train:S0004-...-1"}
 
-``source`` says where the example came from (a corpus case, a coder's correction). The file is
+``source`` says where the example came from (a corpus case, a coder's correction). A line with
+``codes`` instead of ``code`` is a whole coded note (the verifier's similar-notes vote)::
+
+    {"codes": ["N20.0", "R31.9"], "text": "A 54-year-old man ...", "source": "codiesp-train:..."}
+
+The file is
 configuration (``ICDCODER_MEMORY_PATH``), like the catalogue: it is never shipped in the
 repository. ``icdcoder memory codiesp`` builds one from CodiEsp train (see
 ``icdcoder/memory_codiesp.py``); corrections exported from a coding tool can be appended.
@@ -36,30 +41,48 @@ class Example(BaseModel):
     source: str = ""
 
 
+class CodedNote(BaseModel):
+    """A whole note with its confirmed codes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    codes: tuple[str, ...] = Field(min_length=1)
+    text: str = Field(min_length=1)
+    source: str = ""
+
+
 @dataclass(frozen=True)
 class LoadedMemory:
-    """Examples whose code is in the current catalogue, and how many were dropped."""
+    """Examples and coded notes with codes of the current catalogue, and the codes dropped."""
 
     examples: tuple[Example, ...]
     dropped_codes: tuple[str, ...]
+    notes: tuple[CodedNote, ...] = ()
 
 
-def read_examples(path: Path) -> list[Example]:
+def read_memory(path: Path) -> list[Example | CodedNote]:
+    """Every line of the memory file: span examples and coded notes, in file order."""
     if not path.is_file():
         raise ExampleMemoryError(f"example memory not found: {path}")
-    examples: list[Example] = []
+    records: list[Example | CodedNote] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                examples.append(Example.model_validate(json.loads(line)))
+                data = json.loads(line)
+                kind = CodedNote if isinstance(data, dict) and "codes" in data else Example
+                records.append(kind.model_validate(data))
             except (json.JSONDecodeError, ValidationError) as exc:
                 first = str(exc).splitlines()[0]
                 raise ExampleMemoryError(
                     f"{path}:{number}: not a memory example ({first})"
                 ) from exc
-    return examples
+    return records
+
+
+def read_examples(path: Path) -> list[Example]:
+    return [record for record in read_memory(path) if isinstance(record, Example)]
 
 
 def load_memory(path: Path, catalogue: Catalogue) -> LoadedMemory:
@@ -69,17 +92,27 @@ def load_memory(path: Path, catalogue: Catalogue) -> LoadedMemory:
     retired is kept out of retrieval (and reported), not proposed.
     """
     kept: list[Example] = []
+    notes: list[CodedNote] = []
     dropped: set[str] = set()
-    for example in read_examples(path):
-        info = catalogue.get(example.code)
-        if info is None:
-            dropped.add(example.code)
+    for record in read_memory(path):
+        if isinstance(record, CodedNote):
+            codes = [catalogue.get(code) for code in record.codes]
+            dropped.update(
+                code for code, info in zip(record.codes, codes, strict=True) if info is None
+            )
+            current = tuple(dict.fromkeys(info.code for info in codes if info is not None))
+            if current:
+                notes.append(record.model_copy(update={"codes": current}))
             continue
-        kept.append(example.model_copy(update={"code": info.code}))
-    return LoadedMemory(tuple(kept), tuple(sorted(dropped)))
+        info = catalogue.get(record.code)
+        if info is None:
+            dropped.add(record.code)
+            continue
+        kept.append(record.model_copy(update={"code": info.code}))
+    return LoadedMemory(tuple(kept), tuple(sorted(dropped)), tuple(notes))
 
 
-def write_examples(path: Path, examples: Iterable[Example]) -> int:
+def write_examples(path: Path, examples: Iterable[Example | CodedNote]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("w", encoding="utf-8") as handle:

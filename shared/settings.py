@@ -46,6 +46,8 @@ class MemorySettings(_Settings):
     memory_path: Path | None = None
     #: How many nearest examples vote per span.
     memory_neighbours: int = Field(default=10, gt=0, le=100)
+    #: How many of the memory's most similar coded notes vote per note (0: none).
+    similar_notes: int = Field(default=10, ge=0, le=100)
 
 
 class SegmenterSettings(_Settings):

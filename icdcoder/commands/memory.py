@@ -33,7 +33,7 @@ def run_codiesp(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from icdcoder.codiesp import CodiEspError
-    from icdcoder.memory_codiesp import build_examples
+    from icdcoder.memory_codiesp import build_examples, coded_notes
     from services.retriever.adapters import load_encoder
     from services.segmenter.core import Segmenter
     from shared.catalogue import load_catalogue
@@ -46,20 +46,23 @@ def run_codiesp(args: argparse.Namespace) -> int:
     if problem:
         return fail(problem)
     started = time.perf_counter()
+    catalogue = load_catalogue(settings.index_csv)
     try:
         examples, stats = build_examples(
             args.data,
             args.split,
-            catalogue=load_catalogue(settings.index_csv),
+            catalogue=catalogue,
             segmenter=Segmenter(),
             encoder=load_encoder(settings),
             progress=lambda cases: tqdm(cases, desc="aligning", unit="case", file=sys.stderr),
         )
+        notes = coded_notes(args.data, args.split, catalogue=catalogue)
     except CodiEspError as exc:
         return fail(str(exc))
-    write_examples(args.out, examples)
+    write_examples(args.out, [*examples, *notes])
     print(
-        f"{stats.examples:,} examples from {stats.cases} cases -> {args.out} "
+        f"{stats.examples:,} examples and {len(notes)} coded notes from {stats.cases} cases "
+        f"-> {args.out} "
         f"({stats.aligned:,} of {stats.evidences:,} evidences aligned, "
         f"{stats.not_in_catalogue:,} with codes not in the catalogue, {stats.no_span:,} "
         f"without a span; {time.perf_counter() - started:.0f} s)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.verifier.core import (
+    NoteVotes,
     NoteWeights,
     OperatingPoint,
     SimilarityVerifier,
@@ -12,6 +13,7 @@ from services.verifier.core import (
     Verifier,
 )
 from shared.catalogue import Catalogue
+from shared.memory import load_memory
 from shared.settings import VerifierSettings
 
 #: Weights fitted on CodiEsp train, shipped with the verifier: without and with the example
@@ -32,10 +34,12 @@ def similarity_weights(path: Path | None, *, memory: bool = False) -> Similarity
     return SimilarityWeights.from_json(chosen.read_text()) if chosen else SimilarityWeights()
 
 
-def operating_point(path: Path | None, *, memory: bool = False) -> OperatingPoint:
-    """The weights file's operating point, else the defaults."""
+def operating_point(
+    path: Path | None, *, memory: bool = False, note: bool = False
+) -> OperatingPoint:
+    """The weights file's operating point (its note re-ranker's, with ``note``), else defaults."""
     chosen = weights_file(path, memory=memory)
-    return OperatingPoint.from_json(chosen.read_text()) if chosen else OperatingPoint()
+    return OperatingPoint.from_json(chosen.read_text(), note=note) if chosen else OperatingPoint()
 
 
 def note_weights(path: Path | None, *, memory: bool = False) -> NoteWeights | None:
@@ -44,13 +48,26 @@ def note_weights(path: Path | None, *, memory: bool = False) -> NoteWeights | No
     return NoteWeights.from_json(chosen.read_text()) if chosen else None
 
 
+def similar_notes(settings: VerifierSettings, catalogue: Catalogue) -> NoteVotes | None:
+    """The memory's coded notes as a vote, or None without a memory or coded notes in it."""
+    if settings.memory_path is None or settings.similar_notes == 0:
+        return None
+    from services.verifier.similar_notes import SimilarNotes
+
+    notes = load_memory(settings.memory_path, catalogue).notes
+    return SimilarNotes(notes, neighbours=settings.similar_notes) if notes else None
+
+
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
     if settings.backend == "vllm":
         from services.verifier.vllm_backend import VllmVerifier
 
         return VllmVerifier(settings, catalogue)
     memory = settings.memory_path is not None
-    point = operating_point(settings.weights_path, memory=memory)
+    reranker = None
+    if settings.note_reranker:
+        reranker = note_weights(settings.weights_path, memory=memory)
+    point = operating_point(settings.weights_path, memory=memory, note=reranker is not None)
     return SimilarityVerifier(
         accept_threshold=(
             point.accept_threshold
@@ -61,8 +78,7 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         max_codes_per_span=settings.max_codes_per_span or point.max_codes_per_span,
         max_suggestions_per_span=settings.max_suggestions_per_span,
         weights=similarity_weights(settings.weights_path, memory=memory),
-        note_weights=(
-            note_weights(settings.weights_path, memory=memory) if settings.note_reranker else None
-        ),
+        note_weights=reranker,
+        similar_notes=similar_notes(settings, catalogue) if reranker else None,
         max_codes_per_note=settings.max_codes_per_note or point.max_codes_per_note,
     )

@@ -21,7 +21,8 @@ of the note: every code that some span may produce (:func:`shared.context.contex
 one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
 span confidence, how many spans put it first, how many retrieved it, its memory votes, and
 whether it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains
-the symptom) or an unspecified one. The
+the symptom) or an unspecified one, how much of its text the whole note contains, and how the
+most similar coded notes of the example memory vote (``similar_notes``). The
 note's codes are ranked by that confidence and cut to ``max_codes_per_note``; each keeps the
 spans that ranked it among their first ``max_suggestions_per_span`` as its evidence.
 """
@@ -101,6 +102,12 @@ STOPWORDS = frozenset(
 WEAK = frozenset(["disease", "disorder", "condition", "syndrome"])
 
 
+class NoteVotes(Protocol):
+    """Votes of similar coded notes for codes, in [0, 1] (``services/verifier/similar_notes``)."""
+
+    def votes(self, text: str) -> Mapping[str, float]: ...
+
+
 class Verifier(Protocol):
     @property
     def info(self) -> VerifierInfo: ...
@@ -129,11 +136,19 @@ def shared_words(span_text: str, code_text: str) -> list[str]:
 
 def coverage(span_text: str, code_text: str) -> float:
     """Share of the code text's content words (by stem) that the span contains."""
+    return stem_coverage(stems(span_text), code_text)
+
+
+def stems(text: str) -> frozenset[str]:
+    return frozenset(_stem(w) for w in content_words(text))
+
+
+def stem_coverage(text_stems: frozenset[str], code_text: str) -> float:
+    """Share of the code text's content words (by stem) among ``text_stems``."""
     code = {_stem(w) for w in content_words(code_text) if w not in WEAK}
     if not code:
         return 0.0
-    span = {_stem(w) for w in content_words(span_text)}
-    return len(code & span) / len(code)
+    return len(code & text_stems) / len(code)
 
 
 FEATURES = ("score", "coverage", "margin", "memory_score", "memory_votes", "support")
@@ -176,8 +191,13 @@ class OperatingPoint:
     max_codes_per_note: int = 40
 
     @classmethod
-    def from_json(cls, text: str) -> OperatingPoint:
-        point = json.loads(text).get("operating_point") or {}
+    def from_json(cls, text: str, *, note: bool = False) -> OperatingPoint:
+        """The file's ``operating_point``; with ``note``, the one of its ``note`` section (the
+        re-ranker's confidence is cut in its own place)."""
+        data = json.loads(text)
+        if note:
+            data = data.get("note") or {}
+        point = data.get("operating_point") or {}
         default = cls()
         return cls(
             accept_threshold=float(point.get("accept_threshold", default.accept_threshold)),
@@ -197,6 +217,8 @@ NOTE_FEATURES = (
     "coverage",
     "symptom",
     "unspecified",
+    "note_coverage",
+    "similar_notes",
 )
 
 
@@ -238,6 +260,8 @@ class SimilarityVerifier:
     note_weights: NoteWeights | None = None
     #: With the re-ranker: how many of the note's codes are kept (accepted or for review).
     max_codes_per_note: int = 40
+    #: With the re-ranker: the votes of similar coded notes (None: every vote is 0).
+    similar_notes: NoteVotes | None = None
 
     @property
     def info(self) -> VerifierInfo:
@@ -252,7 +276,7 @@ class SimilarityVerifier:
         if self.note_weights is None:
             verdicts = [v for item in note.items for v in self.judge(item, spans_per_code)]
         else:
-            verdicts = self.judge_note(note.items, spans_per_code, self.note_weights)
+            verdicts = self.judge_note(note, spans_per_code, self.note_weights)
         return VerifiedNote(
             note_id=note.note_id,
             text=note.text,
@@ -304,26 +328,28 @@ class SimilarityVerifier:
         return scored
 
     def note_rows(
-        self, items: Sequence[SpanCandidates], spans_per_code: Mapping[str, int]
+        self, note: RetrievedNote, spans_per_code: Mapping[str, int]
     ) -> dict[str, _CodeInNote]:
         """What the note's spans say about each code they may produce (context allowing)."""
         rows: dict[str, _CodeInNote] = {}
-        for item in items:
+        note_stems = stems(note.text)
+        votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
+        for item in note.items:
             for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
                 if context_reason(item.span, cand.code) is not None:
                     continue
-                row = rows.setdefault(cand.code, _CodeInNote(cand))
+                row = rows.get(cand.code)
+                if row is None:
+                    row = rows[cand.code] = _CodeInNote(cand, note_stems)
+                    row.similar_notes = votes.get(cand.code, 0.0)
                 row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
         return rows
 
     def judge_note(
-        self,
-        items: Sequence[SpanCandidates],
-        spans_per_code: Mapping[str, int],
-        note_weights: NoteWeights,
+        self, note: RetrievedNote, spans_per_code: Mapping[str, int], note_weights: NoteWeights
     ) -> list[Verdict]:
         """Verdicts from the note-level re-ranker: one confidence per code, on its evidence."""
-        rows = self.note_rows(items, spans_per_code)
+        rows = self.note_rows(note, spans_per_code)
         ranked = sorted(
             ((note_weights.confidence(row.features()), code) for code, row in rows.items()),
             key=lambda pair: (-pair[0], pair[1]),
@@ -361,9 +387,11 @@ class SimilarityVerifier:
 class _CodeInNote:
     """One code's standing in a note: its spans' confidences and the features they add up to."""
 
-    def __init__(self, first: Candidate) -> None:
+    def __init__(self, first: Candidate, note_stems: frozenset[str]) -> None:
         self.code = first.code
         self.description = first.description
+        self.note_stems = note_stems
+        self.similar_notes = 0.0
         self.confidences: list[float] = []
         self.spans: list[SpanCandidates] = []
         self.candidates: dict[str, Candidate] = {}
@@ -410,7 +438,14 @@ class _CodeInNote:
             self.coverage,
             float(self.code.upper().startswith("R")),
             float("unspecified" in self.description.lower()),
+            self.note_coverage(),
+            self.similar_notes,
         )
+
+    def note_coverage(self) -> float:
+        """How much of the code's text the whole note contains (words may be in any span)."""
+        texts = {self.description, *(c.matched for c in self.candidates.values())}
+        return max(stem_coverage(self.note_stems, text) for text in texts)
 
     def evidence(self) -> list[SpanCandidates]:
         """The spans that ranked the code among their first suggestions, else its best span."""

@@ -17,7 +17,14 @@ from services.verifier.core import (
     note_support,
 )
 from shared.catalogue import Catalogue, CodeInfo
-from shared.memory import Example, ExampleMemoryError, load_memory, read_examples, write_examples
+from shared.memory import (
+    CodedNote,
+    Example,
+    ExampleMemoryError,
+    load_memory,
+    read_examples,
+    write_examples,
+)
 from shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 from tests.unit.test_retriever_core import DESCRIPTIONS, ROWS
@@ -50,6 +57,41 @@ def test_memory_file_round_trip_and_codes_from_the_catalogue(tmp_path: Path) -> 
     loaded = load_memory(path, CATALOGUE)
     assert [e.code for e in loaded.examples] == ["R59.9", "R52"]  # normalised to the catalogue
     assert loaded.dropped_codes == ("Z99.99",)
+
+
+def test_coded_notes_share_the_memory_file_and_keep_only_catalogue_codes(tmp_path: Path) -> None:
+    path = tmp_path / "memory.jsonl"
+    write_examples(
+        path,
+        [
+            Example(code="R52", text="painful", source="case-2"),
+            CodedNote(codes=("r52", "Z99.99", "R52"), text="Pain all over.", source="case-2"),
+            CodedNote(codes=("Z99.99",), text="Only a retired code.", source="case-3"),
+        ],
+    )
+    loaded = load_memory(path, CATALOGUE)
+    assert [e.code for e in loaded.examples] == ["R52"]
+    assert [(n.codes, n.source) for n in loaded.notes] == [(("R52",), "case-2")]
+    assert loaded.dropped_codes == ("Z99.99",)
+    assert [type(e) for e in read_examples(path)] == [Example]
+
+
+def test_similar_notes_vote_with_their_codes_and_can_leave_one_out() -> None:
+    from services.verifier.similar_notes import SimilarNotes
+
+    notes = [
+        CodedNote(codes=("N20.0",), text="Renal colic from a kidney stone.", source="a"),
+        CodedNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
+        CodedNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
+    ]
+    similar = SimilarNotes(notes, neighbours=2)
+    votes = similar.votes("A stone in the left kidney, and hematuria.")
+    assert votes["N20.0"] == pytest.approx(1.0)  # both nearest notes carry it
+    assert 0 < votes["R31.9"] < 1 and "J18.9" not in votes
+    assert "R31.9" not in similar.votes("Kidney stone with hematuria.", exclude_source="b")
+    assert similar.votes("Nothing in common here.") == {}
+    with pytest.raises(ValueError):
+        SimilarNotes([])
 
 
 def test_malformed_memory_line_is_named(tmp_path: Path) -> None:
@@ -220,6 +262,14 @@ def _mini_codiesp(root: Path) -> Path:
         "".join(f"c1\tDIAGNOSTICO\t{c}\t{t}\t{s} {s + len(t)}\n" for c, t, s in rows)
     )
     return root
+
+
+def test_coded_notes_of_a_codiesp_split(tmp_path: Path) -> None:
+    from icdcoder.memory_codiesp import coded_notes
+
+    notes = coded_notes(_mini_codiesp(tmp_path), "train", catalogue=CATALOGUE)
+    assert [(n.codes, n.source) for n in notes] == [(("R59.9",), "codiesp-train:c1")]
+    assert "adenopath" in notes[0].text
 
 
 def test_build_examples_from_a_codiesp_split(tmp_path: Path) -> None:

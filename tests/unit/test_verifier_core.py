@@ -190,14 +190,59 @@ def test_note_weights_come_from_the_weights_file_and_can_be_switched_off(
     weights.write_text(json.dumps(span_weights))
     plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
     assert isinstance(plain, SimilarityVerifier) and plain.note_weights is None
-    note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES}
-    point = {"max_codes_per_note": 25}
-    weights.write_text(json.dumps(span_weights | {"note": note, "operating_point": point}))
+    # the re-ranker's confidence has its own operating point, in its own section
+    point = {"operating_point": {"accept_threshold": 0.3, "max_codes_per_note": 25}}
+    note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES} | point
+    span_point = {"operating_point": {"accept_threshold": 0.15}}
+    weights.write_text(json.dumps(span_weights | {"note": note} | span_point))
     chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
     assert isinstance(chosen, SimilarityVerifier) and chosen.note_weights is not None
     assert chosen.note_weights.bias == -3.0 and chosen.max_codes_per_note == 25
+    assert chosen.accept_threshold == 0.3
     off = make_verifier(VerifierSettings(weights_path=weights, note_reranker=False), catalogue)
     assert isinstance(off, SimilarityVerifier) and off.note_weights is None
+    assert off.accept_threshold == 0.15
     weights.write_text(json.dumps(span_weights | {"note": {"bias": 1.0}}))
     with pytest.raises(ValueError, match="note weights lack best"):
         make_verifier(VerifierSettings(weights_path=weights), catalogue)
+
+
+class FixedVotes:
+    def __init__(self, votes: dict[str, float]) -> None:
+        self.seen: list[str] = []
+        self._votes = votes
+
+    def votes(self, text: str) -> dict[str, float]:
+        self.seen.append(text)
+        return self._votes
+
+
+def test_similar_notes_vote_through_the_reranker(tmp_path: Path, catalogue: Catalogue) -> None:
+    note = note_of(
+        ("Hypertension", [HYPERTENSION], {}),
+        ("High blood pressure again today", [HYPERTENSION], {}),
+        ("Gout", [GOUT], {}),
+    )
+    votes = FixedVotes({"M10.9": 1.0})
+    weights = reranker(spans=1.0, similar_notes=3.0)
+    out = SimilarityVerifier(note_weights=weights, similar_notes=votes).verify_sync(note)
+    first = max(out.verdicts, key=lambda v: v.confidence)
+    assert first.code == "M10.9" and votes.seen == [NOTE]
+    alone = SimilarityVerifier(note_weights=weights).verify_sync(note)
+    assert max(alone.verdicts, key=lambda v: v.confidence).code == "I10"
+    # a memory with coded notes gives the verifier its vote
+    memory = tmp_path / "memory.jsonl"
+    memory.write_text(json.dumps({"codes": ["E11.9"], "text": "Type 2 diabetes.", "source": "x"}))
+    note_section = {"bias": 0.0} | {name: 0.0 for name in NOTE_FEATURES}
+    weights_path = tmp_path / "w.json"
+    weights_path.write_text(
+        json.dumps(
+            {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0} | {"note": note_section}
+        )
+    )
+    settings = VerifierSettings(weights_path=weights_path, memory_path=memory)
+    chosen = make_verifier(settings, catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.similar_notes is not None
+    assert chosen.similar_notes.votes("Type 2 diabetes mellitus.") == {"E11.9": 1.0}
+    off = make_verifier(settings.model_copy(update={"similar_notes": 0}), catalogue)
+    assert isinstance(off, SimilarityVerifier) and off.similar_notes is None
