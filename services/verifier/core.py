@@ -365,6 +365,11 @@ class SimilarityVerifier:
                 justification = justify(read_as, row.candidates[item.span.span_id], decision)
                 if len(row.spans) > 1:
                     justification += f" {len(row.spans)} spans of the note retrieved it."
+                if row.similar_notes > 0:
+                    # how much, never which: the other notes' text stays out of the output
+                    justification += (
+                        f" The most similar coded notes vote {row.similar_notes:.2f} for it."
+                    )
                 verdicts.append(
                     Verdict(
                         span_id=item.span.span_id,

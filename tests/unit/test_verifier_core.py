@@ -228,6 +228,7 @@ def test_similar_notes_vote_through_the_reranker(tmp_path: Path, catalogue: Cata
     out = SimilarityVerifier(note_weights=weights, similar_notes=votes).verify_sync(note)
     first = max(out.verdicts, key=lambda v: v.confidence)
     assert first.code == "M10.9" and votes.seen == [NOTE]
+    assert "similar coded notes vote 1.00" in first.justification
     alone = SimilarityVerifier(note_weights=weights).verify_sync(note)
     assert max(alone.verdicts, key=lambda v: v.confidence).code == "I10"
     # a memory with coded notes gives the verifier its vote
