@@ -329,9 +329,9 @@ class SimilarityVerifier:
 
     def note_rows(
         self, note: RetrievedNote, spans_per_code: Mapping[str, int]
-    ) -> dict[str, _CodeInNote]:
+    ) -> dict[str, CodeInNote]:
         """What the note's spans say about each code they may produce (context allowing)."""
-        rows: dict[str, _CodeInNote] = {}
+        rows: dict[str, CodeInNote] = {}
         note_stems = stems(note.text)
         votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
         for item in note.items:
@@ -340,7 +340,7 @@ class SimilarityVerifier:
                     continue
                 row = rows.get(cand.code)
                 if row is None:
-                    row = rows[cand.code] = _CodeInNote(cand, note_stems)
+                    row = rows[cand.code] = CodeInNote(cand, note_stems)
                     row.similar_notes = votes.get(cand.code, 0.0)
                 row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
         return rows
@@ -389,7 +389,7 @@ class SimilarityVerifier:
         return "reject"
 
 
-class _CodeInNote:
+class CodeInNote:
     """One code's standing in a note: its spans' confidences and the features they add up to."""
 
     def __init__(self, first: Candidate, note_stems: frozenset[str]) -> None:
