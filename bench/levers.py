@@ -227,6 +227,26 @@ def fit_logistic(
     return w
 
 
+def provenance(
+    split: str,
+    cases: int,
+    index_csv: Path | None,
+    memory: Path | None,
+    rows: str,
+    y: npt.NDArray[np.float64],
+    action: str,
+) -> dict[str, object]:
+    """Where a fit came from, stored beside its weights."""
+    return {
+        "fitted_on": f"CodiEsp {split} (English), {cases} cases",
+        "retrieval": cache_path(split, index_csv).stem,
+        "memory": "leave-one-case-out" if memory else None,
+        rows: len(y),
+        "positives": int(y.sum()),
+        "tool": f"bench/levers.py {action}",
+    }
+
+
 def fit(split: str, index_csv: Path | None, memory: Path | None, out: Path) -> None:
     if split == "dev":
         sys.exit("refusing to fit on dev: dev is where results are reported")
@@ -240,14 +260,7 @@ def fit(split: str, index_csv: Path | None, memory: Path | None, out: Path) -> N
     w = fit_logistic(x[:, columns], y)
     weights = dict(zip(["bias", *used], w.tolist(), strict=True))
     result = {name: round(float(v), 4) for name, v in weights.items()} | {
-        "provenance": {
-            "fitted_on": f"CodiEsp {split} (English), {len(cases)} cases",
-            "retrieval": cache_path(split, index_csv).stem,
-            "memory": "leave-one-case-out" if memory else None,
-            "candidates": len(y),
-            "positives": int(y.sum()),
-            "tool": "bench/levers.py fit",
-        }
+        "provenance": provenance(split, len(cases), index_csv, memory, "candidates", y, "fit")
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -297,16 +310,7 @@ def fit_note(
     base = json.loads(chosen.read_text()) if chosen else {}
     base["note"] = {
         name: round(float(v), 4) for name, v in zip(["bias", *NOTE_FEATURES], w, strict=True)
-    } | {
-        "provenance": {
-            "fitted_on": f"CodiEsp {split} (English), {len(cases)} cases",
-            "retrieval": cache_path(split, index_csv).stem,
-            "memory": "leave-one-case-out" if memory else None,
-            "codes": len(y),
-            "positives": int(y.sum()),
-            "tool": "bench/levers.py fit-note",
-        }
-    }
+    } | {"provenance": provenance(split, len(cases), index_csv, memory, "codes", y, "fit-note")}
     out.write_text(json.dumps(base, indent=2) + "\n")
     print(json.dumps(base["note"], indent=2))
 
