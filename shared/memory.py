@@ -11,9 +11,8 @@ is a JSON-lines file, one confirmed example per line::
 
     {"codes": ["N20.0", "R31.9"], "text": "A 54-year-old man ...", "source": "codiesp-train:..."}
 
-The file is
-configuration (``ICDCODER_MEMORY_PATH``), like the catalogue: it is never shipped in the
-repository. ``icdcoder memory codiesp`` builds one from CodiEsp train (see
+The file is configuration (``ICDCODER_MEMORY_PATH``), like the catalogue: it is never shipped
+in the repository. ``icdcoder memory codiesp`` builds one from CodiEsp train (see
 ``icdcoder/memory_codiesp.py``); corrections exported from a coding tool can be appended.
 """
 
