@@ -19,12 +19,12 @@ regression (``bench/levers.py fit``).
 With note weights (the ``note`` section of a weights file) a second pass re-ranks at the level
 of the note: every code that some span may produce (:func:`shared.context.context_reason`) gets
 one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
-span confidence, how many spans put it first, how many retrieved it, its memory votes, and
-whether it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains
-the symptom) or an unspecified one, how much of its text the whole note contains, and how the
-most similar coded notes of the example memory vote (``similar_notes``). The
-note's codes are ranked by that confidence and cut to ``max_codes_per_note``; each keeps the
-spans that ranked it among their first ``max_suggestions_per_span`` as its evidence.
+span confidence, how many spans put it first, how many retrieved it, its memory votes; whether
+it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains the
+symptom) or an unspecified one; how much of its text the whole note contains; and how the most
+similar coded notes of the example memory vote (``similar_notes``). The note's codes are ranked
+by that confidence and cut to ``max_codes_per_note``; each keeps the spans that ranked it among
+their first ``max_suggestions_per_span`` as its evidence.
 """
 
 from __future__ import annotations
