@@ -93,6 +93,11 @@ class AggregatorSettings(CatalogueSettings):
     #: How the confidences of a code's evidence spans combine: the best one (``max``), or
     #: ``noisy_or`` (1 - prod(1 - c)), which ranks a code stated in several places higher.
     combine: Literal["max", "noisy_or"] = "max"
+    #: A second code of one category with no evidence of its own beside a more confident one:
+    #: to review.
+    one_code_per_category: bool = True
+    #: Codes for the other sex, or pregnancy codes without a pregnancy in the note: to review.
+    patient_checks: bool = True
 
 
 class BusSettings(_Settings):

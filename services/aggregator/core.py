@@ -10,9 +10,15 @@ Rules, in order:
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
-6. Excludes1 pairs: the more confident code stays accepted; a code in conflict with it goes to
-   review with the reason (both are reported only when the conditions are unrelated, which a
-   coder decides), or, when review codes are not kept, is excluded with the reason.
+6. Conflicts, most confident code first; the code in conflict goes to review with the reason,
+   or, when review codes are not kept, is excluded with it:
+   - a code that does not fit the patient: another sex's organs, or a pregnancy code in a note
+     that mentions no pregnancy (``shared/consistency.py``);
+   - Excludes1 with a more confident accepted code (both are reported only when the conditions
+     are unrelated, which a coder decides);
+   - a second code of one category whose evidence all supports a more confident accepted code
+     of that category (E11.8 beside E11.9 on "type 2 diabetes"): the guidelines code a
+     condition once, at the most specific level the note documents.
 7. Ranked by confidence.
 """
 
@@ -22,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from shared.catalogue import Catalogue
+from shared.consistency import NoteFacts, inconsistency, read_facts
 from shared.context import context_reason
 from shared.messages import (
     CodedNote,
@@ -81,6 +88,8 @@ class Aggregator:
         settings = settings or AggregatorSettings()
         self._include_review = settings.include_review
         self._combine = settings.combine
+        self._one_per_category = settings.one_code_per_category
+        self._patient_checks = settings.patient_checks
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -105,10 +114,9 @@ class Aggregator:
         kept = self._keep_most_specific(entries)
         for entry in kept:
             entry.confidence = entry.combined(self._combine)
-        kept, dropped = self._resolve_excludes1(kept)
-        for entry, winner in dropped:
+        kept, dropped = self._resolve_conflicts(kept, read_facts(note.text))
+        for entry, reason in dropped:
             for ev in entry.evidence.values():
-                reason = f"Excludes1 with {winner.code}, which is more confident"
                 excluded[(ev.span_id, entry.code)] = _excluded(ev, entry.code, reason)
         codes = [e.result() for e in sorted(kept, key=lambda e: (-e.confidence, e.code))]
         return CodedNote(
@@ -162,35 +170,50 @@ class Aggregator:
                     kept[code].absorb(general)
         return list(kept.values())
 
-    def _resolve_excludes1(
-        self, entries: list[_Entry]
-    ) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:
-        """Most confident first: a code in Excludes1 conflict with an accepted code goes to
-        review (the guideline reports both only when the conditions are unrelated, which a
-        coder decides), or, without review codes, is dropped."""
+    def _resolve_conflicts(
+        self, entries: list[_Entry], facts: NoteFacts
+    ) -> tuple[list[_Entry], list[tuple[_Entry, str]]]:
+        """Most confident first: a code that does not fit the patient, or conflicts with a more
+        confident accepted code, goes to review with the reason, or, without review codes, is
+        dropped with it."""
         kept: list[_Entry] = []
-        dropped: list[tuple[_Entry, _Entry]] = []
+        dropped: list[tuple[_Entry, str]] = []
         for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
-            winner = next(
-                (
-                    k
-                    for k in kept
-                    if k.accepted and self._catalogue.excludes1_conflict(k.code, entry.code)
-                ),
-                None,
-            )
-            if winner is None:
+            conflict = self._conflict(entry, kept, facts)
+            if conflict is None:
                 kept.append(entry)
             elif self._include_review:
+                reason, why = conflict
                 entry.accepted = False
-                entry.justification += (
-                    f" Excludes1 with {winner.code}, which is more confident: for review, "
-                    "both are reported only when the conditions are unrelated."
-                )
+                entry.justification += f" {reason}: for review, {why}."
                 kept.append(entry)
             else:
-                dropped.append((entry, winner))
+                dropped.append((entry, conflict[0]))
         return kept, dropped
+
+    def _conflict(
+        self, entry: _Entry, kept: list[_Entry], facts: NoteFacts
+    ) -> tuple[str, str] | None:
+        """(reason, what a coder checks) when the entry may not stand as accepted."""
+        if self._patient_checks:
+            mismatch = inconsistency(entry.code, facts)
+            if mismatch is not None:
+                return f"Does not fit the patient: {mismatch}", "the note may say otherwise"
+        accepted = [k for k in kept if k.accepted]
+        for k in accepted:
+            if self._catalogue.excludes1_conflict(k.code, entry.code):
+                return (
+                    f"Excludes1 with {k.code}, which is more confident",
+                    "both are reported only when the conditions are unrelated",
+                )
+        if self._one_per_category:
+            for k in accepted:
+                if k.code[:3] == entry.code[:3] and entry.evidence.keys() <= k.evidence.keys():
+                    return (
+                        f"{k.code}, of the same category, is more confident on the same evidence",
+                        "a condition is coded once, as specifically as the note documents it",
+                    )
+        return None
 
 
 def _evidence(span: Span) -> Evidence:

@@ -30,16 +30,18 @@ def run(
     verdicts: list[Verdict],
     include_review: bool = True,
     combine: Literal["max", "noisy_or"] = "max",
+    text: str = NOTE,
+    **rules: bool,
 ):  # type: ignore[no-untyped-def]
     note = VerifiedNote(
         note_id="n1",
-        text=NOTE,
+        text=text,
         catalogue_version="icd10cm-2026",
         items=[SpanCandidates(span=s, candidates=[]) for s in spans],
         verdicts=verdicts,
         verifier=VerifierInfo(backend="test"),
     )
-    settings = AggregatorSettings(include_review=include_review, combine=combine)
+    settings = AggregatorSettings(include_review=include_review, combine=combine, **rules)
     return Aggregator(catalogue, settings).aggregate(note)
 
 
@@ -156,3 +158,41 @@ def test_noisy_or_ranks_a_code_stated_twice_above_a_single_stronger_one(
     combined = run(catalogue, spans, verdicts, combine="noisy_or")
     assert [(c.code, c.confidence) for c in combined.codes] == [("E11.9", 0.8), ("S02.91XA", 0.7)]
     assert len(combined.codes[0].evidence) == 2
+
+
+def test_a_second_code_of_one_category_on_the_same_evidence_goes_to_review(
+    catalogue: Catalogue,
+) -> None:
+    spans = [span("Type 2 diabetes mellitus without complications", "s1"), span("Diabetes", "s2")]
+    verdicts = [
+        verdict("s1", "E11.9", 0.9),
+        verdict("s1", "E11.8", 0.7),
+        verdict("s1", "E11.65", 0.6),
+        verdict("s2", "E11.65", 0.6),
+    ]
+    out = run(catalogue, spans, verdicts)
+    assert [(c.code, c.decision) for c in out.codes] == [
+        ("E11.9", "accept"),
+        ("E11.8", "review"),  # same category, same span
+        ("E11.65", "accept"),  # same category, but with evidence of its own
+    ]
+    assert "E11.9, of the same category, is more confident on the same evidence" in (
+        out.codes[1].justification
+    )
+    out = run(catalogue, spans, verdicts, include_review=False)
+    assert [c.code for c in out.codes] == ["E11.9", "E11.65"]
+    assert [(x.code, x.span_id) for x in out.excluded] == [("E11.8", "s1")]
+    assert "same category" in out.excluded[0].reason
+    off = run(catalogue, spans, verdicts, one_code_per_category=False)
+    assert [c.decision for c in off.codes] == ["accept"] * 3
+
+
+def test_a_code_that_does_not_fit_the_patient_goes_to_review(catalogue: Catalogue) -> None:
+    text = "An 84-year-old woman; she has a urinary tract infection."
+    uti = make_span("urinary tract infection", text, "s1")
+    verdicts = [verdict("s1", "O86.20", 0.8), verdict("s1", "N39.0", 0.7)]
+    out = run(catalogue, [uti], verdicts, text=text)
+    assert [(c.code, c.decision) for c in out.codes] == [("O86.20", "review"), ("N39.0", "accept")]
+    assert "the note mentions no pregnancy" in out.codes[0].justification
+    out = run(catalogue, [uti], verdicts, text=text, patient_checks=False)
+    assert [c.decision for c in out.codes] == ["accept", "accept"]
