@@ -33,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -55,6 +56,7 @@ from services.verifier.core import (
     features,
     note_support,
 )
+from services.verifier.note_classifier import NoteClassifier
 from services.verifier.similar_notes import SimilarNotes
 from shared.catalogue import Catalogue, load_catalogue
 from shared.context import contextual_text
@@ -283,6 +285,37 @@ def similar_notes(memory: Path | None, catalogue: Catalogue) -> SimilarNotes | N
     return SimilarNotes(notes, neighbours=MemorySettings().similar_notes) if notes else None
 
 
+def note_classifier(memory: Path | None, catalogue: Catalogue) -> NoteClassifier | None:
+    if memory is None:
+        return None
+    notes = load_memory(memory, catalogue).notes
+    return NoteClassifier(notes) if notes else None
+
+
+FOLDS = 10
+
+
+def fold(case_id: str) -> int:
+    return zlib.crc32(case_id.encode()) % FOLDS
+
+
+class CrossFitted:
+    """Note classifiers each learnt without one fold of the memory's notes: a train note is
+    scored by the classifier that never saw it (cross-fitting; a refit per note would take
+    minutes)."""
+
+    def __init__(self, memory: Path, catalogue: Catalogue) -> None:
+        notes = load_memory(memory, catalogue).notes
+        owner = [note.source.rsplit(":", 1)[-1] for note in notes]
+        self.models = [
+            NoteClassifier([n for n, o in zip(notes, owner, strict=True) if fold(o) != k])
+            for k in tqdm(range(FOLDS), desc="note classifiers", file=sys.stderr)
+        ]
+
+    def without(self, case_id: str) -> NoteClassifier:
+        return self.models[fold(case_id)]
+
+
 def fit_note(
     split: str, index_csv: Path | None, memory: Path | None, weights: Path | None, out: Path
 ) -> None:
@@ -293,14 +326,16 @@ def fit_note(
     cases, notes = load_notes(split, index_csv, memory, catalogue)
     verifier = SimilarityVerifier(weights=similarity_weights(weights, memory=memory is not None))
     similar = similar_notes(memory, catalogue)
+    classifiers = CrossFitted(memory, catalogue) if memory else None
     x_rows: list[list[float]] = []
     y_rows: list[float] = []
     for case, note in zip(cases, notes, strict=True):
         gold = {code.lower() for code in case.gold}
         counts = note_support(note.items, verifier.considered)
-        # each train note's own codes are left out of its similar-notes vote
+        # each train note's own codes are left out of its similar-notes vote and classifier
         votes = LeaveOut(similar, f"codiesp-{split}:{case.case_id}") if similar else None
-        scorer = replace(verifier, similar_notes=votes)
+        classifier = classifiers.without(case.case_id) if classifiers else None
+        scorer = replace(verifier, similar_notes=votes, note_classifier=classifier)
         for code, row in scorer.note_rows(note, counts).items():
             x_rows.append([1.0, *row.features()])
             y_rows.append(float(code.lower() in gold))
@@ -348,6 +383,7 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
     chosen = weights_file(weights, memory=memory is not None)
     note_weights = NoteWeights.from_json(chosen.read_text()) if chosen else None
     similar = similar_notes(memory, catalogue)
+    classifier = note_classifier(memory, catalogue)
     if note_weights is not None:
         for accept in (0.2, 0.3, 0.4, 0.5):
             for per_note in (40, 80):
@@ -358,6 +394,7 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
                             weights=fitted,
                             note_weights=note_weights,
                             similar_notes=similar,
+                            note_classifier=classifier,
                             accept_threshold=accept,
                             review_threshold=0.01,
                             max_codes_per_note=per_note,
@@ -393,6 +430,7 @@ def misses(
         weights=similarity_weights(weights, memory=memory is not None),
         note_weights=reranker,
         similar_notes=similar_notes(memory, catalogue),
+        note_classifier=note_classifier(memory, catalogue),
         accept_threshold=point.accept_threshold,
         max_codes_per_span=point.max_codes_per_span,
         max_codes_per_note=point.max_codes_per_note,

@@ -48,6 +48,8 @@ class MemorySettings(_Settings):
     memory_neighbours: int = Field(default=10, gt=0, le=100)
     #: How many of the memory's most similar coded notes vote per note (0: none).
     similar_notes: int = Field(default=10, ge=0, le=100)
+    #: Learn a note classifier from the memory's coded notes (a re-ranker feature).
+    note_classifier: bool = True
 
 
 class SegmenterSettings(_Settings):

@@ -48,14 +48,23 @@ def note_weights(path: Path | None, *, memory: bool = False) -> NoteWeights | No
     return NoteWeights.from_json(chosen.read_text()) if chosen else None
 
 
-def similar_notes(settings: VerifierSettings, catalogue: Catalogue) -> NoteVotes | None:
-    """The memory's coded notes as a vote, or None without a memory or coded notes in it."""
-    if settings.memory_path is None or settings.similar_notes == 0:
-        return None
+def note_votes(
+    settings: VerifierSettings, catalogue: Catalogue
+) -> tuple[NoteVotes | None, NoteVotes | None]:
+    """The memory's coded notes as (similar-notes votes, note classifier); each is None when
+    turned off or without coded notes in the memory."""
+    if settings.memory_path is None:
+        return None, None
+    from services.verifier.note_classifier import NoteClassifier
     from services.verifier.similar_notes import SimilarNotes
 
     notes = load_memory(settings.memory_path, catalogue).notes
-    return SimilarNotes(notes, neighbours=settings.similar_notes) if notes else None
+    if not notes:
+        return None, None
+    return (
+        SimilarNotes(notes, neighbours=settings.similar_notes) if settings.similar_notes else None,
+        NoteClassifier(notes) if settings.note_classifier else None,
+    )
 
 
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
@@ -68,6 +77,7 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
     if settings.note_reranker:
         reranker = note_weights(settings.weights_path, memory=memory)
     point = operating_point(settings.weights_path, memory=memory, note=reranker is not None)
+    similar, classifier = note_votes(settings, catalogue) if reranker else (None, None)
     return SimilarityVerifier(
         accept_threshold=(
             point.accept_threshold
@@ -79,6 +89,7 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
         max_suggestions_per_span=settings.max_suggestions_per_span,
         weights=similarity_weights(settings.weights_path, memory=memory),
         note_weights=reranker,
-        similar_notes=similar_notes(settings, catalogue) if reranker else None,
+        similar_notes=similar,
+        note_classifier=classifier,
         max_codes_per_note=settings.max_codes_per_note or point.max_codes_per_note,
     )

@@ -22,7 +22,8 @@ one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best 
 span confidence, how many spans put it first, how many retrieved it, its memory votes; whether
 it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains the
 symptom) or an unspecified one; how much of its text the whole note contains; and how the most
-similar coded notes of the example memory vote (``similar_notes``). The note's codes are ranked
+similar coded notes of the example memory vote (``similar_notes``) and what a classifier learnt
+from all of them says (``classified``, ``classifier``). The note's codes are ranked
 by that confidence and cut to ``max_codes_per_note``; each keeps the spans that ranked it among
 their first ``max_suggestions_per_span`` as its evidence.
 """
@@ -103,7 +104,9 @@ WEAK = frozenset(["disease", "disorder", "condition", "syndrome"])
 
 
 class NoteVotes(Protocol):
-    """Votes of similar coded notes for codes, in [0, 1] (``services/verifier/similar_notes``)."""
+    """What the memory's coded notes say about each code for a note's text: the votes of the
+    most similar notes, in [0, 1] (``similar_notes``), or a note classifier's log-odds
+    (``note_classifier``)."""
 
     def votes(self, text: str) -> Mapping[str, float]: ...
 
@@ -219,6 +222,8 @@ NOTE_FEATURES = (
     "unspecified",
     "note_coverage",
     "similar_notes",
+    "classified",
+    "classifier",
 )
 
 
@@ -262,6 +267,8 @@ class SimilarityVerifier:
     max_codes_per_note: int = 40
     #: With the re-ranker: the votes of similar coded notes (None: every vote is 0).
     similar_notes: NoteVotes | None = None
+    #: With the re-ranker: a note classifier's log-odds per code (None: no code is modelled).
+    note_classifier: NoteVotes | None = None
 
     @property
     def info(self) -> VerifierInfo:
@@ -334,6 +341,7 @@ class SimilarityVerifier:
         rows: dict[str, CodeInNote] = {}
         note_stems = stems(note.text)
         votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
+        classified = self.note_classifier.votes(note.text) if self.note_classifier else {}
         for item in note.items:
             for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
                 if context_reason(item.span, cand.code) is not None:
@@ -342,6 +350,7 @@ class SimilarityVerifier:
                 if row is None:
                     row = rows[cand.code] = CodeInNote(cand, note_stems)
                     row.similar_notes = votes.get(cand.code, 0.0)
+                    row.classifier = classified.get(cand.code)
                 row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
         return rows
 
@@ -370,6 +379,10 @@ class SimilarityVerifier:
                     justification += (
                         f" The most similar coded notes vote {row.similar_notes:.2f} for it."
                     )
+                if row.classifier is not None:
+                    justification += (
+                        f" The classifier of coded notes gives it log-odds {row.classifier:+.1f}."
+                    )
                 verdicts.append(
                     Verdict(
                         span_id=item.span.span_id,
@@ -397,6 +410,8 @@ class CodeInNote:
         self.description = first.description
         self.note_stems = note_stems
         self.similar_notes = 0.0
+        #: The note classifier's log-odds, None when it has no model for the code.
+        self.classifier: float | None = None
         self.confidences: list[float] = []
         self.spans: list[SpanCandidates] = []
         self.candidates: dict[str, Candidate] = {}
@@ -445,6 +460,8 @@ class CodeInNote:
             float("unspecified" in self.description.lower()),
             self.note_coverage(),
             self.similar_notes,
+            float(self.classifier is not None),
+            self.classifier or 0.0,
         )
 
     def note_coverage(self) -> float:

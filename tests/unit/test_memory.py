@@ -94,6 +94,30 @@ def test_similar_notes_vote_with_their_codes_and_can_leave_one_out() -> None:
         SimilarNotes([])
 
 
+def test_note_classifier_learns_codes_carried_by_enough_notes() -> None:
+    from services.verifier.note_classifier import BOUND, NoteClassifier
+
+    kidney = "Renal colic from a kidney stone, hematuria on urinalysis."
+    notes = [
+        CodedNote(codes=("N20.0",), text=kidney, source="a"),
+        CodedNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
+        CodedNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
+        CodedNote(codes=("J18.9",), text="Pneumonia with fever and cough.", source="d"),
+    ]
+    classifier = NoteClassifier(notes, min_notes=2)
+    # R31.9 is carried by one note only: no model, so no vote
+    assert classifier.codes == ["J18.9", "N20.0"] and len(classifier) == 2
+    kidney_votes = classifier.votes("A kidney stone and hematuria.")
+    lung_votes = classifier.votes("Fever, cough: pneumonia.")
+    assert kidney_votes["N20.0"] > 0 > kidney_votes["J18.9"]
+    assert lung_votes["J18.9"] > 0 > lung_votes["N20.0"]
+    assert all(abs(v) <= BOUND for v in (*kidney_votes.values(), *lung_votes.values()))
+    # a code every note carries has nothing to learn from
+    assert NoteClassifier([CodedNote(codes=("I10",), text="Hypertension.")]).votes("x") == {}
+    with pytest.raises(ValueError):
+        NoteClassifier([])
+
+
 def test_malformed_memory_line_is_named(tmp_path: Path) -> None:
     path = tmp_path / "memory.jsonl"
     good = json.dumps({"code": "R52", "text": "pain"})

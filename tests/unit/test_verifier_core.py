@@ -247,3 +247,40 @@ def test_similar_notes_vote_through_the_reranker(tmp_path: Path, catalogue: Cata
     assert chosen.similar_notes.votes("Type 2 diabetes mellitus.") == {"E11.9": 1.0}
     off = make_verifier(settings.model_copy(update={"similar_notes": 0}), catalogue)
     assert isinstance(off, SimilarityVerifier) and off.similar_notes is None
+
+
+def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catalogue) -> None:
+    note = note_of(("Hypertension", [HYPERTENSION], {}), ("Gout", [GOUT], {}))
+    weights = reranker(classified=1.0, classifier=1.0)
+    votes = FixedVotes({"M10.9": 2.5})
+    out = SimilarityVerifier(note_weights=weights, note_classifier=votes).verify_sync(note)
+    first = max(out.verdicts, key=lambda v: v.confidence)
+    assert first.code == "M10.9" and first.confidence == pytest.approx(0.9707, abs=1e-4)
+    assert "classifier of coded notes gives it log-odds +2.5" in first.justification
+    # I10 has no model: both classifier features are 0, so sigmoid(0)
+    assert {v.code: v.confidence for v in out.verdicts}["I10"] == 0.5
+    # a memory with coded notes gives the verifier a classifier, unless it is turned off
+    memory = tmp_path / "memory.jsonl"
+    memory.write_text(
+        "\n".join(
+            json.dumps({"codes": [code], "text": text})
+            for code, text in [
+                ("E11.9", "Type 2 diabetes mellitus."),
+                ("E11.9", "Diabetes type 2 on metformin."),
+                ("I10", "Hypertension on enalapril."),
+            ]
+        )
+    )
+    note_section = {"bias": 0.0} | {name: 0.0 for name in NOTE_FEATURES}
+    weights_path = tmp_path / "w.json"
+    weights_path.write_text(
+        json.dumps(
+            {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0, "note": note_section}
+        )
+    )
+    settings = VerifierSettings(weights_path=weights_path, memory_path=memory)
+    chosen = make_verifier(settings, catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.note_classifier is not None
+    assert chosen.note_classifier.votes("Type 2 diabetes.")["E11.9"] > 0
+    off = make_verifier(settings.model_copy(update={"note_classifier": False}), catalogue)
+    assert isinstance(off, SimilarityVerifier) and off.note_classifier is None
