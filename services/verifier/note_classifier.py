@@ -45,7 +45,9 @@ class NoteClassifier:
             model = LogisticRegression(C=c, solver="liblinear", class_weight="balanced")
             model.fit(matrix, labels)
             coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
-        self._coef, self._intercept = coef, intercept
+        # (words x codes), contiguous: a sparse row times it takes 0.1 ms, its transpose 40 ms
+        self._coef = np.ascontiguousarray(coef.T)
+        self._intercept = intercept
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -54,5 +56,5 @@ class NoteClassifier:
         """Each modelled code's log-odds for this note, clipped to +-:data:`BOUND`."""
         if not self.codes:
             return {}
-        z = np.asarray(self._tfidf.transform([text]) @ self._coef.T).ravel() + self._intercept
+        z = np.asarray(self._tfidf.transform([text]) @ self._coef).ravel() + self._intercept
         return dict(zip(self.codes, np.clip(z, -BOUND, BOUND).tolist(), strict=True))
