@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from services.verifier.similar_notes import note_vectorizer
 from shared.memory import CodedNote
 
 #: Log-odds are clipped to this bound: a feature, not a verdict.
@@ -26,9 +26,7 @@ class NoteClassifier:
     def __init__(self, notes: Sequence[CodedNote], min_notes: int = 2, c: float = 4.0) -> None:
         if not notes:
             raise ValueError("a note classifier needs at least one coded note")
-        self._tfidf = TfidfVectorizer(
-            sublinear_tf=True, stop_words="english", min_df=2 if len(notes) > 20 else 1
-        )
+        self._tfidf = note_vectorizer(len(notes))
         matrix = self._tfidf.fit_transform([note.text for note in notes])
         carried: dict[str, list[int]] = {}
         for i, note in enumerate(notes):

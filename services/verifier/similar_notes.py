@@ -17,6 +17,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from shared.memory import CodedNote
 
 
+def note_vectorizer(notes: int) -> TfidfVectorizer:
+    """How coded notes become word vectors: sublinear tf, English stop words, words seen in 2+
+    notes (1+ for a memory of 20 notes or fewer)."""
+    return TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=2 if notes > 20 else 1)
+
+
 class SimilarNotes:
     def __init__(self, notes: Sequence[CodedNote], neighbours: int = 10) -> None:
         if not notes:
@@ -24,10 +30,7 @@ class SimilarNotes:
         self._codes = [note.codes for note in notes]
         self._sources = np.array([note.source for note in notes])
         self._neighbours = neighbours
-        # sublinear tf, English stop words, words seen in 2+ notes (1+ for a tiny memory)
-        self._tfidf = TfidfVectorizer(
-            sublinear_tf=True, stop_words="english", min_df=2 if len(notes) > 20 else 1
-        )
+        self._tfidf = note_vectorizer(len(notes))
         self._matrix = self._tfidf.fit_transform([note.text for note in notes])
 
     def __len__(self) -> int:
