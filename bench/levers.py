@@ -47,11 +47,17 @@ from tqdm import tqdm
 from icdcoder.codiesp import CodiEspCase, read_split
 from icdcoder.evaluate import CaseRun, EvalReport, build_report
 from services.aggregator.core import Aggregator
-from services.verifier.backends import operating_point, similarity_weights, weights_file
+from services.verifier.backends import (
+    note_votes,
+    note_weights,
+    operating_point,
+    similarity_weights,
+    weights_file,
+)
 from services.verifier.core import (
     FEATURES,
     NOTE_FEATURES,
-    NoteWeights,
+    NoteVotes,
     SimilarityVerifier,
     features,
     note_support,
@@ -62,7 +68,7 @@ from shared.catalogue import Catalogue, load_catalogue
 from shared.context import contextual_text
 from shared.memory import load_memory
 from shared.messages import RetrievedNote
-from shared.settings import AggregatorSettings, MemorySettings
+from shared.settings import AggregatorSettings, MemorySettings, VerifierSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared/data/codiesp"
@@ -285,11 +291,11 @@ def similar_notes(memory: Path | None, catalogue: Catalogue) -> SimilarNotes | N
     return SimilarNotes(notes, neighbours=MemorySettings().similar_notes) if notes else None
 
 
-def note_classifier(memory: Path | None, catalogue: Catalogue) -> NoteClassifier | None:
-    if memory is None:
-        return None
-    notes = load_memory(memory, catalogue).notes
-    return NoteClassifier(notes) if notes else None
+def production_votes(
+    memory: Path | None, catalogue: Catalogue
+) -> tuple[NoteVotes | None, NoteVotes | None]:
+    """Similar notes and note classifier exactly as a worker with this memory builds them."""
+    return note_votes(VerifierSettings(memory_path=memory), catalogue)
 
 
 FOLDS = 10
@@ -380,11 +386,9 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
         variants.append(fitted_variant(accept, 1, 0.01, 5, "max"))
     for accept in (0.1, 0.2, 0.3):
         variants.append(fitted_variant(accept, 2, 0.01, 5, "max"))
-    chosen = weights_file(weights, memory=memory is not None)
-    note_weights = NoteWeights.from_json(chosen.read_text()) if chosen else None
-    similar = similar_notes(memory, catalogue)
-    classifier = note_classifier(memory, catalogue)
-    if note_weights is not None:
+    reranker = note_weights(weights, memory=memory is not None)
+    similar, classifier = production_votes(memory, catalogue)
+    if reranker is not None:
         for accept in (0.2, 0.3, 0.4, 0.5):
             for per_note in (40, 80):
                 variants.append(
@@ -392,7 +396,7 @@ def table(split: str, index_csv: Path | None, memory: Path | None, weights: Path
                         f"note re-ranker, accept>={accept}, {per_note}/note, review>=0.01",
                         SimilarityVerifier(
                             weights=fitted,
-                            note_weights=note_weights,
+                            note_weights=reranker,
                             similar_notes=similar,
                             note_classifier=classifier,
                             accept_threshold=accept,
@@ -423,14 +427,14 @@ def misses(
 
     catalogue = load_catalogue(index_csv)
     cases, notes = load_notes(split, index_csv, memory, catalogue)
-    chosen = weights_file(weights, memory=memory is not None)
-    reranker = NoteWeights.from_json(chosen.read_text()) if chosen else None
+    reranker = note_weights(weights, memory=memory is not None)
     point = operating_point(weights, memory=memory is not None, note=reranker is not None)
+    similar, classifier = production_votes(memory, catalogue)
     verifier = SimilarityVerifier(
         weights=similarity_weights(weights, memory=memory is not None),
         note_weights=reranker,
-        similar_notes=similar_notes(memory, catalogue),
-        note_classifier=note_classifier(memory, catalogue),
+        similar_notes=similar,
+        note_classifier=classifier,
         accept_threshold=point.accept_threshold,
         max_codes_per_span=point.max_codes_per_span,
         max_codes_per_note=point.max_codes_per_note,
