@@ -71,7 +71,8 @@ class VerifierSettings(MemorySettings):
     #: train; cuts chosen on CodiEsp dev: see bench/levers.py and the README). None: the
     #: operating point stored with the weights (``operating_point``), else 0.10 and 1.
     accept_threshold: float | None = Field(default=None, ge=0, le=1)
-    review_threshold: float = 0.02
+    #: Below this a code is not suggested for review. None: the operating point's, else 0.02.
+    review_threshold: float | None = Field(default=None, ge=0, le=1)
     max_codes_per_span: int | None = Field(default=None, gt=0)
     max_suggestions_per_span: int = Field(default=3, gt=0)
     #: Re-rank each note's codes with the weights file's note-level model, where it has one.

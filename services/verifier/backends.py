@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.verifier.core import (
+    NoteModel,
     NoteVotes,
-    NoteWeights,
     OperatingPoint,
     SimilarityVerifier,
     SimilarityWeights,
     Verifier,
+    count_coded_notes,
+    note_model_from_json,
 )
 from shared.catalogue import Catalogue
 from shared.memory import load_memory
@@ -42,28 +45,41 @@ def operating_point(
     return OperatingPoint.from_json(chosen.read_text(), note=note) if chosen else OperatingPoint()
 
 
-def note_weights(path: Path | None, *, memory: bool = False) -> NoteWeights | None:
-    """The weights file's note-level re-ranker, or None when it has none."""
+def note_weights(path: Path | None, *, memory: bool = False) -> NoteModel | None:
+    """The weights file's note-level re-ranker (trees or logistic), or None when it has none."""
     chosen = weights_file(path, memory=memory)
-    return NoteWeights.from_json(chosen.read_text()) if chosen else None
+    return note_model_from_json(chosen.read_text()) if chosen else None
 
 
-def note_votes(
-    settings: VerifierSettings, catalogue: Catalogue
-) -> tuple[NoteVotes | None, NoteVotes | None]:
-    """The memory's coded notes as (similar-notes votes, note classifier); each is None when
-    turned off or without coded notes in the memory."""
+@dataclass(frozen=True)
+class CodedNotes:
+    """What the memory's coded notes tell the re-ranker: the votes of the most similar notes
+    and a note classifier (each None when turned off or without coded notes), and how many
+    notes carry each code."""
+
+    similar: NoteVotes | None = None
+    classifier: NoteVotes | None = None
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def note_votes(settings: VerifierSettings, catalogue: Catalogue) -> CodedNotes:
+    """The memory's coded notes as the re-ranker reads them (:class:`CodedNotes`)."""
     if settings.memory_path is None:
-        return None, None
+        return CodedNotes()
     from services.verifier.note_classifier import NoteClassifier
     from services.verifier.similar_notes import SimilarNotes
 
     notes = load_memory(settings.memory_path, catalogue).notes
     if not notes:
-        return None, None
-    return (
-        SimilarNotes(notes, neighbours=settings.similar_notes) if settings.similar_notes else None,
-        NoteClassifier(notes) if settings.note_classifier else None,
+        return CodedNotes()
+    return CodedNotes(
+        similar=(
+            SimilarNotes(notes, neighbours=settings.similar_notes)
+            if settings.similar_notes
+            else None
+        ),
+        classifier=NoteClassifier(notes) if settings.note_classifier else None,
+        counts=count_coded_notes(note.codes for note in notes),
     )
 
 
@@ -77,19 +93,24 @@ def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
     if settings.note_reranker:
         reranker = note_weights(settings.weights_path, memory=memory)
     point = operating_point(settings.weights_path, memory=memory, note=reranker is not None)
-    similar, classifier = note_votes(settings, catalogue) if reranker else (None, None)
+    coded = note_votes(settings, catalogue) if reranker else CodedNotes()
     return SimilarityVerifier(
         accept_threshold=(
             point.accept_threshold
             if settings.accept_threshold is None
             else settings.accept_threshold
         ),
-        review_threshold=settings.review_threshold,
+        review_threshold=(
+            point.review_threshold
+            if settings.review_threshold is None
+            else settings.review_threshold
+        ),
         max_codes_per_span=settings.max_codes_per_span or point.max_codes_per_span,
         max_suggestions_per_span=settings.max_suggestions_per_span,
         weights=similarity_weights(settings.weights_path, memory=memory),
         note_weights=reranker,
-        similar_notes=similar,
-        note_classifier=classifier,
+        similar_notes=coded.similar,
+        note_classifier=coded.classifier,
+        coded_notes=coded.counts,
         max_codes_per_note=settings.max_codes_per_note or point.max_codes_per_note,
     )

@@ -23,7 +23,10 @@ span confidence, how many spans put it first, how many retrieved it, its memory 
 it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains the
 symptom) or an unspecified one; how much of its text the whole note contains; and how the most
 similar coded notes of the example memory vote (``similar_notes``) and what a classifier learnt
-from all of them says (``classified``, ``classifier``). The note's codes are ranked
+from all of them says (``classified``, ``classifier``); how it stands against the note's other
+codes of its category (``sibling_gap``, ``siblings``), its length, and how many coded notes
+carry it (``coded_notes``). The model is logistic weights or boosted trees
+(:mod:`services.verifier.boosted`). The note's codes are ranked
 by that confidence and cut to ``max_codes_per_note``; each keeps the spans that ranked it among
 their first ``max_suggestions_per_span`` as its evidence.
 """
@@ -34,8 +37,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.context import context_reason, contextual_text
@@ -190,6 +193,8 @@ class OperatingPoint:
     travels in the weights file (``operating_point``) and moves when the weights are refitted."""
 
     accept_threshold: float = 0.10
+    #: Below this a code is not even suggested for review.
+    review_threshold: float = 0.02
     max_codes_per_span: int = 1
     max_codes_per_note: int = 40
 
@@ -204,6 +209,7 @@ class OperatingPoint:
         default = cls()
         return cls(
             accept_threshold=float(point.get("accept_threshold", default.accept_threshold)),
+            review_threshold=float(point.get("review_threshold", default.review_threshold)),
             max_codes_per_span=int(point.get("max_codes_per_span", default.max_codes_per_span)),
             max_codes_per_note=int(point.get("max_codes_per_note", default.max_codes_per_note)),
         )
@@ -224,7 +230,13 @@ NOTE_FEATURES = (
     "similar_notes",
     "classified",
     "classifier",
+    "sibling_gap",
+    "siblings",
+    "code_length",
+    "coded_notes",
 )
+#: ``sibling_gap`` when no other code of the note shares the code's category.
+NO_SIBLING = 5.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +261,30 @@ class NoteWeights:
         z = self.bias + sum(w * f for w, f in zip(self.weights, values, strict=True))
         return 1.0 / (1.0 + math.exp(-z))
 
+    def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        return [self.confidence(values) for values in rows]
+
+
+class NoteModel(Protocol):
+    """The note-level re-ranker: one confidence per row of :data:`NOTE_FEATURES`."""
+
+    def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]: ...
+
+
+def note_model_from_json(text: str) -> NoteModel | None:
+    """The re-ranker of a weights file's ``note`` section: its boosted trees where it has them
+    (``trees``), else its logistic weights; None without a ``note`` section."""
+    data = json.loads(text).get("note")
+    if not data:
+        return None
+    if "trees" in data:
+        from services.verifier.boosted import BoostedTrees
+
+        if data.get("features", list(NOTE_FEATURES)) != list(NOTE_FEATURES):
+            raise ValueError("note trees were fitted on other features than NOTE_FEATURES")
+        return BoostedTrees.from_json(data["trees"], n_features=len(NOTE_FEATURES))
+    return NoteWeights.from_json(text)
+
 
 @dataclass(frozen=True)
 class SimilarityVerifier:
@@ -262,13 +298,15 @@ class SimilarityVerifier:
     considered: int = 10
     weights: SimilarityWeights = SimilarityWeights()
     #: The note-level re-ranker; None: each span's verdicts stand on their own.
-    note_weights: NoteWeights | None = None
+    note_weights: NoteModel | None = None
     #: With the re-ranker: how many of the note's codes are kept (accepted or for review).
     max_codes_per_note: int = 40
     #: With the re-ranker: the votes of similar coded notes (None: every vote is 0).
     similar_notes: NoteVotes | None = None
     #: With the re-ranker: a note classifier's log-odds per code (None: no code is modelled).
     note_classifier: NoteVotes | None = None
+    #: With the re-ranker: how many of the memory's coded notes carry each code (empty: none).
+    coded_notes: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def info(self) -> VerifierInfo:
@@ -351,18 +389,18 @@ class SimilarityVerifier:
                     row = rows[cand.code] = CodeInNote(cand, note_stems)
                     row.similar_notes = votes.get(cand.code, 0.0)
                     row.classifier = classified.get(cand.code)
+                    row.coded_notes = self.coded_notes.get(cand.code.upper(), 0.0)
                 row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
+        _compare_siblings(rows.values())
         return rows
 
     def judge_note(
-        self, note: RetrievedNote, spans_per_code: Mapping[str, int], note_weights: NoteWeights
+        self, note: RetrievedNote, spans_per_code: Mapping[str, int], note_weights: NoteModel
     ) -> list[Verdict]:
         """Verdicts from the note-level re-ranker: one confidence per code, on its evidence."""
         rows = self.note_rows(note, spans_per_code)
-        ranked = sorted(
-            ((note_weights.confidence(row.features()), code) for code, row in rows.items()),
-            key=lambda pair: (-pair[0], pair[1]),
-        )
+        confidences = note_weights.confidences([row.features() for row in rows.values()])
+        ranked = sorted(zip(confidences, rows, strict=True), key=lambda pair: (-pair[0], pair[1]))
         verdicts: list[Verdict] = []
         for position, (conf, code) in enumerate(ranked):
             decision = self._decide(conf) if position < self.max_codes_per_note else "reject"
@@ -410,6 +448,11 @@ class CodeInNote:
         self.description = first.description
         self.note_stems = note_stems
         self.similar_notes = 0.0
+        self.coded_notes = 0.0
+        #: The other codes of the note in the same category, and how far this one's best span
+        #: confidence (log-odds) stands above theirs (:func:`_compare_siblings`).
+        self.siblings = 0
+        self.sibling_gap = NO_SIBLING
         #: The note classifier's log-odds, None when it has no model for the code.
         self.classifier: float | None = None
         self.confidences: list[float] = []
@@ -462,7 +505,14 @@ class CodeInNote:
             self.similar_notes,
             float(self.classifier is not None),
             self.classifier or 0.0,
+            self.sibling_gap,
+            math.log1p(self.siblings),
+            float(len(self.code.replace(".", ""))),
+            math.log1p(self.coded_notes),
         )
+
+    def best(self) -> float:
+        return _logit(max(self.confidences))
 
     def note_coverage(self) -> float:
         """How much of the code's text the whole note contains (words may be in any span)."""
@@ -475,6 +525,29 @@ class CodeInNote:
             return self.suggested
         best = max(range(len(self.spans)), key=lambda i: self.confidences[i])
         return [self.spans[best]]
+
+
+def count_coded_notes(codes_per_note: Iterable[Iterable[str]]) -> dict[str, float]:
+    """How many notes carry each code (catalogue form), for ``coded_notes``."""
+    counts: dict[str, float] = {}
+    for codes in codes_per_note:
+        for code in {code.upper() for code in codes}:
+            counts[code] = counts.get(code, 0.0) + 1.0
+    return counts
+
+
+def _compare_siblings(rows: Iterable[CodeInNote]) -> None:
+    """Set each row's ``siblings`` and ``sibling_gap`` from the note's other codes of its
+    category (the first three characters): E11.9 beside E11.8 competes for one condition."""
+    by_category: dict[str, list[CodeInNote]] = {}
+    for row in rows:
+        by_category.setdefault(row.code[:3].upper(), []).append(row)
+    for group in by_category.values():
+        bests = [row.best() for row in group]
+        for i, row in enumerate(group):
+            others = bests[:i] + bests[i + 1 :]
+            row.siblings = len(others)
+            row.sibling_gap = bests[i] - max(others) if others else NO_SIBLING
 
 
 def _logit(p: float, bound: float = 12.0) -> float:

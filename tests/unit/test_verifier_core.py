@@ -1,11 +1,13 @@
 import asyncio
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from services.verifier.backends import make_verifier
 from services.verifier.core import (
+    NO_SIBLING,
     NOTE_FEATURES,
     NoteWeights,
     SimilarityVerifier,
@@ -284,3 +286,39 @@ def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catal
     assert chosen.note_classifier.votes("Type 2 diabetes.")["E11.9"] > 0
     off = make_verifier(settings.model_copy(update={"note_classifier": False}), catalogue)
     assert isinstance(off, SimilarityVerifier) and off.note_classifier is None
+
+
+def test_note_rows_compare_codes_of_one_category_and_count_coded_notes() -> None:
+    idiopathic = cand("M10.00", "Idiopathic gout, unspecified site", 0.6)
+    note = note_of(("Gout", [GOUT, idiopathic], {}), ("Hypertension", [HYPERTENSION], {}))
+    verifier = SimilarityVerifier(coded_notes={"M10.9": 3.0})
+    rows = verifier.note_rows(note, {})
+    named = {
+        code: dict(zip(NOTE_FEATURES, row.features(), strict=True)) for code, row in rows.items()
+    }
+    gout, other, i10 = named["M10.9"], named["M10.00"], named["I10"]
+    # M10.9 and M10.00 compete for one condition: each sees the other, with opposite gaps
+    assert gout["siblings"] == other["siblings"] == pytest.approx(math.log(2))
+    assert gout["sibling_gap"] > 0 and other["sibling_gap"] == pytest.approx(-gout["sibling_gap"])
+    assert gout["sibling_gap"] == pytest.approx(gout["best"] - other["best"])
+    assert i10["siblings"] == 0 and i10["sibling_gap"] == NO_SIBLING
+    assert (gout["code_length"], other["code_length"], i10["code_length"]) == (4, 5, 3)
+    assert gout["coded_notes"] == pytest.approx(math.log(4)) and other["coded_notes"] == 0
+
+
+def test_the_review_threshold_comes_from_the_operating_point_unless_set(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    span_weights = {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}
+    point = {"operating_point": {"accept_threshold": 0.3, "review_threshold": 0.005}}
+    note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES} | point
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps(span_weights | {"note": note}))
+    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.review_threshold == 0.005
+    settings = VerifierSettings(weights_path=weights, review_threshold=0.1)
+    overridden = make_verifier(settings, catalogue)
+    assert isinstance(overridden, SimilarityVerifier) and overridden.review_threshold == 0.1
+    weights.write_text(json.dumps(span_weights))
+    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    assert isinstance(plain, SimilarityVerifier) and plain.review_threshold == 0.02

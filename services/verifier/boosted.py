@@ -1,0 +1,126 @@
+"""Boosted trees for the note re-ranker, stored as plain JSON and evaluated with numpy.
+
+``bench/levers.py fit-note --trees`` fits scikit-learn's ``HistGradientBoostingClassifier`` on
+train over the :data:`~services.verifier.core.NOTE_FEATURES` and writes its trees into the
+weights file (the ``note`` section's ``trees``): no pickle, nothing that depends on the
+scikit-learn version at run time. A tree is four flat lists (the feature a node splits on, its
+threshold, its two children; a leaf is a node whose children are -1) and the leaves' values.
+A row goes left where its value is at most the threshold, as scikit-learn's own predictor does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class BoostedTrees:
+    """The sum of trees' leaf values plus a baseline: the log-odds of a code being gold."""
+
+    baseline: float
+    #: All trees' nodes in one array each; ``roots`` says where each tree starts.
+    feature: npt.NDArray[np.intp]
+    threshold: npt.NDArray[np.float64]
+    left: npt.NDArray[np.intp]
+    right: npt.NDArray[np.intp]
+    value: npt.NDArray[np.float64]
+    roots: npt.NDArray[np.intp]
+    depth: int
+    n_features: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], n_features: int) -> BoostedTrees:
+        """Trees from the ``trees`` section of a weights file (see :meth:`to_json`)."""
+        trees = data["trees"]
+        if not trees:
+            raise ValueError("boosted trees: the model has no trees")
+        feature: list[int] = []
+        threshold: list[float] = []
+        left: list[int] = []
+        right: list[int] = []
+        value: list[float] = []
+        roots: list[int] = []
+        depth = 0
+        for tree in trees:
+            offset = len(feature)
+            roots.append(offset)
+            size = len(tree["value"])
+            columns = (tree["feature"], tree["threshold"], tree["left"], tree["right"])
+            if any(len(column) != size for column in columns):
+                raise ValueError("boosted trees: a tree's node lists differ in length")
+            for f, t, lo, hi, v in zip(*columns, tree["value"], strict=True):
+                leaf = lo < 0
+                if not leaf and not (0 <= f < n_features and 0 < lo < size and 0 < hi < size):
+                    raise ValueError("boosted trees: a node points outside its tree")
+                feature.append(0 if leaf else int(f))
+                threshold.append(float(t))
+                # a leaf points at itself, so walking further down stays on it
+                node = len(feature) - 1
+                left.append(node if leaf else offset + int(lo))
+                right.append(node if leaf else offset + int(hi))
+                value.append(float(v))
+            depth = max(depth, _depth(tree["left"], tree["right"]))
+        return cls(
+            baseline=float(data["baseline"]),
+            feature=np.array(feature, dtype=np.intp),
+            threshold=np.array(threshold),
+            left=np.array(left, dtype=np.intp),
+            right=np.array(right, dtype=np.intp),
+            value=np.array(value),
+            roots=np.array(roots, dtype=np.intp),
+            depth=depth,
+            n_features=n_features,
+        )
+
+    def log_odds(self, rows: Sequence[Sequence[float]]) -> npt.NDArray[np.float64]:
+        """The model's log-odds for each row of features."""
+        x = np.asarray(rows, dtype=np.float64).reshape(-1, self.n_features)
+        nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size)).copy()
+        row_index = np.arange(x.shape[0])[:, None]
+        for _ in range(self.depth):
+            goes_left = x[row_index, self.feature[nodes]] <= self.threshold[nodes]
+            nodes = np.where(goes_left, self.left[nodes], self.right[nodes])
+        scores: npt.NDArray[np.float64] = self.baseline + self.value[nodes].sum(axis=1)
+        return scores
+
+    def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        return [1.0 / (1.0 + math.exp(-z)) for z in self.log_odds(rows).tolist()]
+
+
+def _depth(left: Sequence[int], right: Sequence[int]) -> int:
+    """The number of splits on the longest path from the root (node 0) to a leaf."""
+    deepest, stack = 0, [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if left[node] < 0:
+            deepest = max(deepest, depth)
+            continue
+        if depth > len(left):
+            raise ValueError("boosted trees: a tree has a cycle")
+        stack += [(left[node], depth + 1), (right[node], depth + 1)]
+    return deepest
+
+
+def export_sklearn(model: Any) -> dict[str, Any]:
+    """The ``trees`` section for a fitted binary ``HistGradientBoostingClassifier`` (bench only:
+    scikit-learn's private predictor arrays, read once at fit time)."""
+    trees = []
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        trees.append(
+            {
+                "feature": [int(f) for f in nodes["feature_idx"]],
+                "threshold": [float(t) for t in nodes["num_threshold"]],
+                "left": np.where(leaf, -1, nodes["left"]).tolist(),
+                "right": np.where(leaf, -1, nodes["right"]).tolist(),
+                "value": np.where(leaf, nodes["value"], 0.0).round(6).tolist(),
+            }
+        )
+    return {"baseline": float(np.ravel(model._baseline_prediction)[0]), "trees": trees}
