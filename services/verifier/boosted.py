@@ -36,7 +36,7 @@ class BoostedTrees:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], n_features: int) -> BoostedTrees:
-        """Trees from the ``trees`` section of a weights file (see :meth:`to_json`)."""
+        """Trees from a weights file's ``trees`` section, as :func:`export_sklearn` writes it."""
         trees = data["trees"]
         if not trees:
             raise ValueError("boosted trees: the model has no trees")
