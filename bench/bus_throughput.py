@@ -24,9 +24,9 @@ from pathlib import Path
 import redis as sync_redis
 
 from icdcoder.inputs import read_note
-from shared.bus import encode_entry, ensure_groups
-from shared.messages import NoteIn
-from shared.streams import CODES, NOTES, STAGES
+from icdcoder.shared.bus import encode_entry, ensure_groups
+from icdcoder.shared.messages import NoteIn
+from icdcoder.shared.streams import CODES, NOTES, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 #: ``icdcoder worker``: the bus subcommands as the ``icdcoder`` CLI runs them.

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from services.retriever.adapters import SentenceTransformerEncoder, default_model_path
+from icdcoder.services.retriever.adapters import SentenceTransformerEncoder, default_model_path
 
 
 def load_texts(path: Path | None) -> tuple[list[str], list[str]]:
     if path is not None:
         rows = [line.rstrip("\n").split("\t", 1) for line in path.open(encoding="utf-8")]
         return [r[0] for r in rows], [r[1] for r in rows]
-    from shared.catalogue import load_catalogue
+    from icdcoder.shared.catalogue import load_catalogue
 
     found = load_catalogue().retrieval_texts(with_index=False)
     return [r.code for r in found], [r.text for r in found]

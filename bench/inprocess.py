@@ -15,7 +15,7 @@ from pathlib import Path
 
 from icdcoder.bootstrap import build_pipeline
 from icdcoder.inputs import read_note
-from shared.settings import RetrieverSettings
+from icdcoder.shared.settings import RetrieverSettings
 
 DEFAULT_NOTES = Path(__file__).resolve().parents[2] / "shared/data/codiesp/dev/text_files_en"
 

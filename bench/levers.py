@@ -47,8 +47,8 @@ from tqdm import tqdm
 
 from icdcoder.codiesp import CodiEspCase, read_split
 from icdcoder.evaluate import CaseRun, EvalReport, build_report
-from services.aggregator.core import Aggregator
-from services.verifier.backends import (
+from icdcoder.services.aggregator.core import Aggregator
+from icdcoder.services.verifier.backends import (
     CodedNotes,
     note_votes,
     note_weights,
@@ -56,7 +56,7 @@ from services.verifier.backends import (
     similarity_weights,
     weights_file,
 )
-from services.verifier.core import (
+from icdcoder.services.verifier.core import (
     FEATURES,
     NOTE_FEATURES,
     SimilarityVerifier,
@@ -64,13 +64,13 @@ from services.verifier.core import (
     features,
     note_support,
 )
-from services.verifier.note_classifier import NoteClassifier
-from services.verifier.similar_notes import SimilarNotes
-from shared.catalogue import Catalogue, load_catalogue
-from shared.context import contextual_text
-from shared.memory import load_memory
-from shared.messages import RetrievedNote
-from shared.settings import AggregatorSettings, MemorySettings, VerifierSettings
+from icdcoder.services.verifier.note_classifier import NoteClassifier
+from icdcoder.services.verifier.similar_notes import SimilarNotes
+from icdcoder.shared.catalogue import Catalogue, load_catalogue
+from icdcoder.shared.context import contextual_text
+from icdcoder.shared.memory import load_memory
+from icdcoder.shared.messages import RetrievedNote
+from icdcoder.shared.settings import AggregatorSettings, MemorySettings, VerifierSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared/data/codiesp"
@@ -82,9 +82,9 @@ def cache_path(split: str, index_csv: Path | None) -> Path:
 
 
 def retrieve(split: str, index_csv: Path | None, limit: int | None) -> None:
-    from services.retriever.adapters import load_retriever
-    from services.segmenter.core import Segmenter
-    from shared.settings import RetrieverSettings
+    from icdcoder.services.retriever.adapters import load_retriever
+    from icdcoder.services.segmenter.core import Segmenter
+    from icdcoder.shared.settings import RetrieverSettings
 
     cases = read_split(DATA, split, limit=limit)
     settings = RetrieverSettings(index_csv=index_csv)
@@ -149,8 +149,8 @@ def vectors_path(split: str, index_csv: Path | None) -> Path:
 
 
 def encode_spans(split: str, index_csv: Path | None) -> None:
-    from services.retriever.adapters import load_encoder
-    from shared.settings import RetrieverSettings
+    from icdcoder.services.retriever.adapters import load_encoder
+    from icdcoder.shared.settings import RetrieverSettings
 
     _, notes = load_cached(split, index_csv)
     texts = [item.span.text for note in notes for item in note.items]
@@ -170,10 +170,10 @@ def with_memory(
     neighbours: int = 10,
 ) -> list[RetrievedNote]:
     """The notes as the retriever would return them with ``memory`` configured."""
-    from services.retriever.adapters import load_encoder
-    from services.retriever.core import IndexRows, memory_hits, merge_memory
-    from shared.memory import load_memory
-    from shared.settings import RetrieverSettings
+    from icdcoder.services.retriever.adapters import load_encoder
+    from icdcoder.services.retriever.core import IndexRows, memory_hits, merge_memory
+    from icdcoder.shared.memory import load_memory
+    from icdcoder.shared.settings import RetrieverSettings
 
     examples = load_memory(memory, catalogue).examples
     rows = IndexRows(codes=[e.code for e in examples], texts=[e.text for e in examples])
@@ -415,7 +415,7 @@ def fit_trees(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> dict[st
     boosted.py evaluates them)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from services.verifier.boosted import export_sklearn
+    from icdcoder.services.verifier.boosted import export_sklearn
 
     model = HistGradientBoostingClassifier(**TREE_PARAMS, early_stopping=False, random_state=0)  # type: ignore[arg-type]
     model.fit(x, y)

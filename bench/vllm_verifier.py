@@ -26,11 +26,11 @@ if str(REPO) not in sys.path:  # tests.vllm_server: the local server launcher
     sys.path.insert(0, str(REPO))
 
 from icdcoder.bootstrap import build_pipeline  # noqa: E402
-from services.verifier.vllm_backend import VerifierUnavailableError, VllmVerifier  # noqa: E402
-from shared.catalogue import load_catalogue  # noqa: E402
-from shared.logging import configure_logging  # noqa: E402
-from shared.messages import NoteIn, RetrievedNote  # noqa: E402
-from shared.settings import VerifierSettings  # noqa: E402
+from icdcoder.services.verifier.vllm_backend import VerifierUnavailableError, VllmVerifier  # noqa: E402
+from icdcoder.shared.catalogue import load_catalogue  # noqa: E402
+from icdcoder.shared.logging import configure_logging  # noqa: E402
+from icdcoder.shared.messages import NoteIn, RetrievedNote  # noqa: E402
+from icdcoder.shared.settings import VerifierSettings  # noqa: E402
 from tests.vllm_server import local_vllm_server  # noqa: E402
 
 DEFAULT_NOTES = REPO.parent / "shared/data/codiesp/dev/text_files_en"

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.aggregator.core import Aggregator
-from services.retriever.adapters import ProgressFactory, load_retriever, stderr_progress
-from services.retriever.core import Retriever
-from services.segmenter.core import Segmenter
-from services.verifier.backends import make_verifier
-from services.verifier.core import Verifier
-from shared.catalogue import Catalogue, load_catalogue
-from shared.messages import CodedNote, NoteIn, RetrievedNote
-from shared.settings import (
+from icdcoder.services.aggregator.core import Aggregator
+from icdcoder.services.retriever.adapters import ProgressFactory, load_retriever, stderr_progress
+from icdcoder.services.retriever.core import Retriever
+from icdcoder.services.segmenter.core import Segmenter
+from icdcoder.services.verifier.backends import make_verifier
+from icdcoder.services.verifier.core import Verifier
+from icdcoder.shared.catalogue import Catalogue, load_catalogue
+from icdcoder.shared.messages import CodedNote, NoteIn, RetrievedNote
+from icdcoder.shared.settings import (
     AggregatorSettings,
     RetrieverSettings,
     SegmenterSettings,

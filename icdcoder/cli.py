@@ -12,10 +12,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from icdcoder import __version__
 from icdcoder.commands.options import fail
-from shared.catalogue import CatalogueError
-from shared.logging import configure_logging
-from shared.memory import ExampleMemoryError
+from icdcoder.shared.catalogue import CatalogueError
+from icdcoder.shared.logging import configure_logging
+from icdcoder.shared.memory import ExampleMemoryError
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = (
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Assign ICD-10-CM codes to clinical notes, with evidence spans.",
     )
     parser.add_argument("--log-level", default="WARNING", help="log level (default WARNING)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

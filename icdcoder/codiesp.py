@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from icdcoder.metrics import gold_form, unique
-from shared.codes import InvalidCodeError
-from shared.messages import NOTE_ID_PATTERN, NoteIn
+from icdcoder.shared.codes import InvalidCodeError
+from icdcoder.shared.messages import NOTE_ID_PATTERN, NoteIn
 
 Language = Literal["en", "es"]
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from icdcoder import metrics
 from icdcoder.codiesp import CodiEspCase, format_predictions
 from icdcoder.metrics import gold_form
-from shared.messages import CodedNote, CodeResult, NoteIn, RetrievedNote, VerifierInfo
+from icdcoder.shared.messages import CodedNote, CodeResult, NoteIn, RetrievedNote, VerifierInfo
 
 #: The k of candidate recall@k.
 RECALL_KS: tuple[int, ...] = (1, 5, 20)

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from shared.messages import NoteIn
+from icdcoder.shared.messages import NoteIn
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:\-]+")
 

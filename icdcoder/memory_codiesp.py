@@ -28,9 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from icdcoder.codiesp import CodiEspCase, CodiEspError, read_split
-from shared.catalogue import Catalogue
-from shared.memory import CodedNote, Example
-from shared.messages import NoteIn, SegmentedNote, Span
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.memory import CodedNote, Example
+from icdcoder.shared.messages import NoteIn, SegmentedNote, Span
 
 Vectors = npt.NDArray[np.float32]
 

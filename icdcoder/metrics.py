@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.codes import normalise_code
+from icdcoder.shared.codes import normalise_code
 
 CaseCodes = Mapping[str, Collection[str]]
 RankedCodes = Mapping[str, Sequence[str]]
@@ -27,7 +27,7 @@ Level = Literal["exact", "category"]
 def gold_form(code: str) -> str:
     """CodiEsp's spelling of a code: ``E11.9`` -> ``e11.9``, ``N23`` -> ``n23``.
 
-    Raises :class:`shared.codes.InvalidCodeError` for strings not shaped like a code.
+    Raises :class:`icdcoder.shared.codes.InvalidCodeError` for strings not shaped like a code.
     """
     return normalise_code(code).lower()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 
-from shared.messages import CodedNote
+from icdcoder.shared.messages import CodedNote
 
 
 def _clip(text: str, width: int) -> str:

@@ -1,7 +1,7 @@
 """The worker machinery every stage shares: Redis streams, delivery guarantees, health, status.
 
 One message per note travels ``notes -> spans -> candidates -> verdicts -> codes`` (names in
-:mod:`shared.streams`). Each stage is a FastStream app built by :class:`StageWorker` from a
+:mod:`icdcoder.shared.streams`). Each stage is a FastStream app built by :class:`StageWorker` from a
 :class:`StageSpec`; ``services/<stage>/app.py`` only says which core to load and what to count.
 
 Guarantees (docs/bus.md has the reasoning):
@@ -48,10 +48,10 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 from structlog.contextvars import bound_contextvars
 
-from shared.logging import get_logger
-from shared.messages import NOTE_ID_PATTERN, CodedNote, DeadLetter, NoteIn
-from shared.settings import BusSettings
-from shared.streams import CODES, DEAD_LETTER, NOTES, STAGES, Stage
+from icdcoder.shared.logging import get_logger
+from icdcoder.shared.messages import NOTE_ID_PATTERN, CodedNote, DeadLetter, NoteIn
+from icdcoder.shared.settings import BusSettings
+from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, STAGES, Stage
 
 if TYPE_CHECKING:
     from faststream._internal.context.repository import ContextRepo
@@ -317,9 +317,9 @@ class _RejectUnreadable(BaseMiddleware):
 class StageWorker(Generic[InT, OutT]):
     """One stage's worker: broker, subscriber, reclaimer, health routes and lifespan.
 
-    ``app`` is the ASGI app (``faststream docs gen services.<stage>.app:app`` for AsyncAPI);
-    :func:`serve` runs it. Tests call :meth:`bind` with a fake core and outbox instead of
-    running the lifespan.
+    ``app`` is the ASGI app (AsyncAPI offline:
+    ``faststream docs gen icdcoder.services.<stage>.app:app``); :func:`serve` runs it. Tests call
+    :meth:`bind` with a fake core and outbox instead of running the lifespan.
     """
 
     def __init__(self, spec: StageSpec[InT, OutT], settings: BusSettings | None = None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from shared.codes import InvalidCodeError, normalise_code
+from icdcoder.shared.codes import InvalidCodeError, normalise_code
 
 CATALOGUE_VERSION = "icd10cm-2026"
 

@@ -8,7 +8,7 @@ codes a span may produce at all: the verifier scores only those, the aggregator 
 
 from __future__ import annotations
 
-from shared.messages import Span
+from icdcoder.shared.messages import Span
 
 
 def contextual_text(span: Span) -> str | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.catalogue import Catalogue
+from icdcoder.shared.catalogue import Catalogue
 
 
 class ExampleMemoryError(ValueError):

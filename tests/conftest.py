@@ -9,7 +9,7 @@ import pytest
 import redis as sync_redis
 import structlog
 
-from shared.catalogue import Catalogue, load_catalogue
+from icdcoder.shared.catalogue import Catalogue, load_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

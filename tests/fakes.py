@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from shared.messages import ContextFlags, Span
+from icdcoder.shared.messages import ContextFlags, Span
 
 
 class HashingEncoder:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.settings import default_cache_dir
+from icdcoder.shared.settings import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("VLLM_VENV", REPO / ".venv-vllm"))

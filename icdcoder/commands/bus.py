@@ -17,12 +17,19 @@ from redis.exceptions import RedisError
 
 from icdcoder.commands.options import fail
 from icdcoder.inputs import InputError, read_note
-from shared.bus import BusStatus, ResultFollower, bus_status, connect, describe_error, serve
-from shared.bus import submit_notes as publish_notes
-from shared.logging import configure_logging
-from shared.messages import NoteIn
-from shared.settings import BusSettings, SegmenterSettings
-from shared.streams import STAGES
+from icdcoder.shared.bus import (
+    BusStatus,
+    ResultFollower,
+    bus_status,
+    connect,
+    describe_error,
+    serve,
+)
+from icdcoder.shared.bus import submit_notes as publish_notes
+from icdcoder.shared.logging import configure_logging
+from icdcoder.shared.messages import NoteIn
+from icdcoder.shared.settings import BusSettings, SegmenterSettings
+from icdcoder.shared.streams import STAGES
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_worker(args: argparse.Namespace) -> int:
     configure_logging(args.worker_log_level, stream=sys.stdout)
-    module = importlib.import_module(f"services.{args.stage}.app")
+    module = importlib.import_module(f"icdcoder.services.{args.stage}.app")
     worker = module.worker
     port = worker.settings.http_port if args.http_port is None else args.http_port
     try:

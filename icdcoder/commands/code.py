@@ -14,8 +14,8 @@ from icdcoder.commands.options import (
 )
 from icdcoder.inputs import InputError, read_note
 from icdcoder.render import table
-from shared.messages import NoteIn
-from shared.settings import RetrieverSettings, SegmenterSettings
+from icdcoder.shared.messages import NoteIn
+from icdcoder.shared.settings import RetrieverSettings, SegmenterSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,7 +22,7 @@ from icdcoder.commands.options import (
     verifier_settings,
 )
 from icdcoder.evaluate import CodingPipeline, EvalReport, evaluate, write_outputs
-from shared.settings import RetrieverSettings, SegmenterSettings
+from icdcoder.shared.settings import RetrieverSettings, SegmenterSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +104,7 @@ def build(
 ) -> tuple[CodingPipeline, Callable[[str], bool]]:
     """The pipeline, and the catalogue's validity test for gold codes (one catalogue load)."""
     from icdcoder.bootstrap import build_pipeline
-    from shared.catalogue import load_catalogue
+    from icdcoder.shared.catalogue import load_catalogue
 
     catalogue = load_catalogue(retriever.index_csv)
     pipeline = build_pipeline(

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from services.retriever.adapters import load_encoder, load_or_build_index
-    from shared.catalogue import load_catalogue
+    from icdcoder.services.retriever.adapters import load_encoder, load_or_build_index
+    from icdcoder.shared.catalogue import load_catalogue
 
     settings = retriever_settings(args)
     problem = check_paths(settings)

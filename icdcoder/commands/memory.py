@@ -34,10 +34,10 @@ def run_codiesp(args: argparse.Namespace) -> int:
 
     from icdcoder.codiesp import CodiEspError
     from icdcoder.memory_codiesp import build_examples, coded_notes
-    from services.retriever.adapters import load_encoder
-    from services.segmenter.core import Segmenter
-    from shared.catalogue import load_catalogue
-    from shared.memory import write_examples
+    from icdcoder.services.retriever.adapters import load_encoder
+    from icdcoder.services.segmenter.core import Segmenter
+    from icdcoder.shared.catalogue import load_catalogue
+    from icdcoder.shared.memory import write_examples
 
     if args.split in REPORTED_SPLITS:
         return fail(f"refusing to learn from {args.split!r}: results are reported on it")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.settings import RetrieverSettings, VerifierSettings
+from icdcoder.shared.settings import RetrieverSettings, VerifierSettings
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def check_paths(settings: RetrieverSettings) -> str | None:
     if settings.index_csv is not None and not settings.index_csv.is_file():
         return f"alphabetic index not found: {settings.index_csv}"
     if settings.memory_path is not None:
-        from shared.memory import ExampleMemoryError, read_examples
+        from icdcoder.shared.memory import ExampleMemoryError, read_examples
 
         try:
             read_examples(settings.memory_path)  # small: fail before loading any model

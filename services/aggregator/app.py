@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.bus import Process, StageSpec, StageWorker, in_thread
-from shared.messages import CodedNote, VerifiedNote
-from shared.settings import AggregatorSettings
-from shared.streams import STAGES
+from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.messages import CodedNote, VerifiedNote
+from icdcoder.shared.settings import AggregatorSettings
+from icdcoder.shared.streams import STAGES
 
 
 def load() -> Process[VerifiedNote, CodedNote]:
-    from services.aggregator.core import Aggregator
-    from shared.catalogue import load_catalogue
+    from icdcoder.services.aggregator.core import Aggregator
+    from icdcoder.shared.catalogue import load_catalogue
 
     settings = AggregatorSettings()
     return in_thread(Aggregator(load_catalogue(settings.index_csv), settings).aggregate)

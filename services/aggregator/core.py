@@ -27,10 +27,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from shared.catalogue import Catalogue
-from shared.consistency import NoteFacts, inconsistency, read_facts
-from shared.context import context_reason
-from shared.messages import (
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.consistency import NoteFacts, inconsistency, read_facts
+from icdcoder.shared.context import context_reason
+from icdcoder.shared.messages import (
     CodedNote,
     CodeResult,
     Evidence,
@@ -39,7 +39,7 @@ from shared.messages import (
     Verdict,
     VerifiedNote,
 )
-from shared.settings import AggregatorSettings
+from icdcoder.shared.settings import AggregatorSettings
 
 
 @dataclass

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.retriever.core import ExampleIndex, IndexRows, Retriever, Vectors
-from shared.catalogue import Catalogue, RetrievalText, load_catalogue
-from shared.logging import get_logger
-from shared.memory import load_memory
-from shared.settings import RetrieverSettings
+from icdcoder.services.retriever.core import ExampleIndex, IndexRows, Retriever, Vectors
+from icdcoder.shared.catalogue import Catalogue, RetrievalText, load_catalogue
+from icdcoder.shared.logging import get_logger
+from icdcoder.shared.memory import load_memory
+from icdcoder.shared.settings import RetrieverSettings
 
 log = get_logger(__name__)
 

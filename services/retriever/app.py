@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.bus import Process, StageSpec, StageWorker, in_thread
-from shared.messages import RetrievedNote, SegmentedNote
-from shared.settings import RetrieverSettings
-from shared.streams import STAGES
+from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.messages import RetrievedNote, SegmentedNote
+from icdcoder.shared.settings import RetrieverSettings
+from icdcoder.shared.streams import STAGES
 
 
 def load() -> Process[SegmentedNote, RetrievedNote]:
-    from services.retriever.adapters import load_retriever
+    from icdcoder.services.retriever.adapters import load_retriever
 
     return in_thread(load_retriever(RetrieverSettings(), progress=None).retrieve)
 

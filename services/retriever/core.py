@@ -21,8 +21,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from shared.context import query_texts
-from shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
+from icdcoder.shared.context import query_texts
+from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 
 Vectors = npt.NDArray[np.float32]
 

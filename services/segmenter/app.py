@@ -1,21 +1,21 @@
 """The segmenter worker: ``notes`` -> [segmenter] -> ``spans`` (run: ``icdcoder worker segmenter``).
 
 ``app`` is the ASGI app: health probes and the AsyncAPI document
-(``faststream docs gen services.segmenter.app:app``).
+(``faststream docs gen icdcoder.services.segmenter.app:app``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.bus import Process, StageSpec, StageWorker, in_thread
-from shared.messages import NoteIn, SegmentedNote
-from shared.settings import SegmenterSettings
-from shared.streams import STAGES
+from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.messages import NoteIn, SegmentedNote
+from icdcoder.shared.settings import SegmenterSettings
+from icdcoder.shared.streams import STAGES
 
 
 def load() -> Process[NoteIn, SegmentedNote]:
-    from services.segmenter.core import Segmenter
+    from icdcoder.services.segmenter.core import Segmenter
 
     return in_thread(Segmenter(SegmenterSettings()).segment)
 

@@ -33,8 +33,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any, cast
 
-from shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
-from shared.settings import SegmenterSettings
+from icdcoder.shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
+from icdcoder.shared.settings import SegmenterSettings
 
 
 def _words(words: str) -> list[str]:

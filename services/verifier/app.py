@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.bus import Process, StageSpec, StageWorker
-from shared.messages import RetrievedNote, VerifiedNote
-from shared.settings import CatalogueSettings, VerifierSettings
-from shared.streams import STAGES
+from icdcoder.shared.bus import Process, StageSpec, StageWorker
+from icdcoder.shared.messages import RetrievedNote, VerifiedNote
+from icdcoder.shared.settings import CatalogueSettings, VerifierSettings
+from icdcoder.shared.streams import STAGES
 
 
 def load() -> Process[RetrievedNote, VerifiedNote]:
-    from services.verifier.backends import make_verifier
-    from shared.catalogue import load_catalogue
+    from icdcoder.services.verifier.backends import make_verifier
+    from icdcoder.shared.catalogue import load_catalogue
 
     catalogue = load_catalogue(CatalogueSettings().index_csv)
     return make_verifier(VerifierSettings(), catalogue).verify

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.verifier.core import (
+from icdcoder.services.verifier.core import (
     NoteModel,
     NoteVotes,
     OperatingPoint,
@@ -15,9 +15,9 @@ from services.verifier.core import (
     count_coded_notes,
     note_model_from_json,
 )
-from shared.catalogue import Catalogue
-from shared.memory import load_memory
-from shared.settings import VerifierSettings
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.memory import load_memory
+from icdcoder.shared.settings import VerifierSettings
 
 #: Weights fitted on CodiEsp train, shipped with the verifier: without and with the example
 #: memory's features (the memory changes what the scores mean, so each has its own fit).
@@ -66,8 +66,8 @@ def note_votes(settings: VerifierSettings, catalogue: Catalogue) -> CodedNotes:
     """The memory's coded notes as the re-ranker reads them (:class:`CodedNotes`)."""
     if settings.memory_path is None:
         return CodedNotes()
-    from services.verifier.note_classifier import NoteClassifier
-    from services.verifier.similar_notes import SimilarNotes
+    from icdcoder.services.verifier.note_classifier import NoteClassifier
+    from icdcoder.services.verifier.similar_notes import SimilarNotes
 
     notes = load_memory(settings.memory_path, catalogue).notes
     if not notes:
@@ -85,7 +85,7 @@ def note_votes(settings: VerifierSettings, catalogue: Catalogue) -> CodedNotes:
 
 def make_verifier(settings: VerifierSettings, catalogue: Catalogue) -> Verifier:
     if settings.backend == "vllm":
-        from services.verifier.vllm_backend import VllmVerifier
+        from icdcoder.services.verifier.vllm_backend import VllmVerifier
 
         return VllmVerifier(settings, catalogue)
     memory = settings.memory_path is not None

@@ -1,7 +1,7 @@
 """Boosted trees for the note re-ranker, stored as plain JSON and evaluated with numpy.
 
 ``bench/levers.py fit-note --trees`` fits scikit-learn's ``HistGradientBoostingClassifier`` on
-train over the :data:`~services.verifier.core.NOTE_FEATURES` and writes its trees into the
+train over the :data:`~icdcoder.services.verifier.core.NOTE_FEATURES` and writes its trees into the
 weights file (the ``note`` section's ``trees``): no pickle, nothing that depends on the
 scikit-learn version at run time. A tree is four flat lists (the feature a node splits on, its
 threshold, its two children; a leaf is a node whose children are -1) and the leaves' values.

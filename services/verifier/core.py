@@ -16,20 +16,18 @@ model server, same input -> same output. It scores a candidate from these featur
 ``confidence = sigmoid(bias + sum(weight[f] * f))``, with weights fitted by logistic
 regression (``bench/levers.py fit``).
 
-With note weights (the ``note`` section of a weights file) a second pass re-ranks at the level
-of the note: every code that some span may produce (:func:`shared.context.context_reason`) gets
-one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
-span confidence, how many spans put it first, how many retrieved it, its memory votes; whether
-it is a symptom code (chapter R, which coding rules leave out when a diagnosis explains the
-symptom) or an unspecified one; how much of its text the whole note contains; and how the most
-similar coded notes of the example memory vote (``similar_notes``) and what a classifier learnt
-from all of them says (``classified``, ``classifier``); how it stands against the note's other
-codes of its category (``sibling_gap``, ``siblings``), its length, and how many coded notes
-carry it (``coded_notes``). The model is logistic weights or boosted trees
-(:mod:`services.verifier.boosted`). The note's codes are ranked
-by that confidence and cut to ``max_codes_per_note``; each keeps the spans that ranked it among
-their first ``max_suggestions_per_span`` as its evidence.
-"""
+With note weights (the ``note`` section of a weights file) a second pass re-ranks at the level of
+the note: every code that some span may produce (:func:`icdcoder.shared.context.context_reason`)
+gets one note confidence from how its spans scored (:data:`NOTE_FEATURES`): the best and second-best
+span confidence, how many spans put it first, how many retrieved it, its memory votes; whether it is
+a symptom code (chapter R, which coding rules leave out when a diagnosis explains the symptom) or an
+unspecified one; how much of its text the whole note contains; and how the most similar coded notes
+of the example memory vote (``similar_notes``) and what a classifier learnt from all of them says
+(``classified``, ``classifier``); how it stands against the note's other codes of its category
+(``sibling_gap``, ``siblings``), its length, and how many coded notes carry it (``coded_notes``).
+The model is logistic weights or boosted trees (:mod:`icdcoder.services.verifier.boosted`). The
+note's codes are ranked by that confidence and cut to ``max_codes_per_note``; each keeps the spans
+that ranked it among their first ``max_suggestions_per_span`` as its evidence."""
 
 from __future__ import annotations
 
@@ -41,8 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.context import context_reason, contextual_text
-from shared.messages import (
+from icdcoder.shared.context import context_reason, contextual_text
+from icdcoder.shared.messages import (
     Candidate,
     Decision,
     RetrievedNote,
@@ -278,7 +276,7 @@ def note_model_from_json(text: str) -> NoteModel | None:
     if not data:
         return None
     if "trees" in data:
-        from services.verifier.boosted import BoostedTrees
+        from icdcoder.services.verifier.boosted import BoostedTrees
 
         if data.get("features", list(NOTE_FEATURES)) != list(NOTE_FEATURES):
             raise ValueError("note trees were fitted on other features than NOTE_FEATURES")

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from services.verifier.similar_notes import note_vectorizer
-from shared.memory import CodedNote
+from icdcoder.services.verifier.similar_notes import note_vectorizer
+from icdcoder.shared.memory import CodedNote
 
 #: Log-odds are clipped to this bound: a feature, not a verdict.
 BOUND = 8.0

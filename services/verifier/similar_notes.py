@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from shared.memory import CodedNote
+from icdcoder.shared.memory import CodedNote
 
 
 def note_vectorizer(notes: int) -> TfidfVectorizer:

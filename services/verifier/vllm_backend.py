@@ -42,9 +42,9 @@ from typing import Annotated, Any, Literal, Protocol, cast
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
-from services.verifier.prompts import PROMPT_VERSION, PromptTemplate, load_template
-from shared.logging import get_logger
-from shared.messages import (
+from icdcoder.services.verifier.prompts import PROMPT_VERSION, PromptTemplate, load_template
+from icdcoder.shared.logging import get_logger
+from icdcoder.shared.messages import (
     Candidate,
     Decision,
     RetrievedNote,
@@ -53,7 +53,7 @@ from shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
-from shared.settings import VerifierSettings
+from icdcoder.shared.settings import VerifierSettings
 
 log = get_logger(__name__)
 
@@ -71,7 +71,7 @@ _SPACE_RE = re.compile(r"\s+")
 
 
 class CodeInfoLike(Protocol):
-    """What the prompt uses from a catalogue entry (``shared.catalogue.CodeInfo`` fits)."""
+    """What the prompt uses from a catalogue entry (``icdcoder.shared.catalogue.CodeInfo`` fits)."""
 
     @property
     def description(self) -> str: ...
@@ -84,7 +84,7 @@ class CodeInfoLike(Protocol):
 
 
 class CatalogueLookup(Protocol):
-    """The catalogue as this backend needs it (``shared.catalogue.Catalogue`` fits)."""
+    """The catalogue as this backend needs it (``icdcoder.shared.catalogue.Catalogue`` fits)."""
 
     def get(self, code: str) -> CodeInfoLike | None: ...
 

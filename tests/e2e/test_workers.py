@@ -24,9 +24,9 @@ import pytest
 import redis as sync_redis
 from redis.typing import EncodableT, FieldT
 
-from shared.bus import encode_entry, entry_payload
-from shared.messages import CodedNote, DeadLetter, NoteIn
-from shared.streams import CODES, DEAD_LETTER, NOTES, STAGES
+from icdcoder.shared.bus import encode_entry, entry_payload
+from icdcoder.shared.messages import CodedNote, DeadLetter, NoteIn
+from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, STAGES
 from tests.conftest import flushed_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]

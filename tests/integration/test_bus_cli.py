@@ -21,11 +21,11 @@ from typing import Any, cast
 import pytest
 import redis as sync_redis
 
-from shared.bus import StageSpec, StageWorker, entry_payload, serve
-from shared.logging import configure_logging
-from shared.messages import CodedNote, NoteIn, SegmentedNote
-from shared.settings import BusSettings
-from shared.streams import CODES, NOTES, SPANS, STAGES
+from icdcoder.shared.bus import StageSpec, StageWorker, entry_payload, serve
+from icdcoder.shared.logging import configure_logging
+from icdcoder.shared.messages import CodedNote, NoteIn, SegmentedNote
+from icdcoder.shared.settings import BusSettings
+from icdcoder.shared.streams import CODES, NOTES, SPANS, STAGES
 from tests.conftest import flushed_redis
 from tests.integration.test_bus_redis import FAKES, TEST_URL
 
@@ -233,7 +233,7 @@ def test_submit_wait_times_out_with_the_missing_notes(db: sync_redis.Redis, tmp_
 
 
 def _submit_direct(db: sync_redis.Redis, note_ids: list[str]) -> None:
-    from shared.bus import encode_entry
+    from icdcoder.shared.bus import encode_entry
 
     db.xgroup_create(NOTES, "segmenter", id="0", mkstream=True)
     for note_id in note_ids:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT, FieldT
 
-from shared.bus import (
+from icdcoder.shared.bus import (
     DEAD_LETTER_COUNTS,
     RedisOutbox,
     ResultFollower,
@@ -31,7 +31,7 @@ from shared.bus import (
     entry_payload,
     submit_notes,
 )
-from shared.messages import (
+from icdcoder.shared.messages import (
     CodedNote,
     DeadLetter,
     NoteIn,
@@ -40,8 +40,8 @@ from shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
-from shared.settings import BusSettings
-from shared.streams import CODES, DEAD_LETTER, NOTES, SPANS, STAGES
+from icdcoder.shared.settings import BusSettings
+from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, SPANS, STAGES
 
 pytestmark = pytest.mark.redis
 

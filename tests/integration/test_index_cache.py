@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from services.retriever.adapters import (
+from icdcoder.services.retriever.adapters import (
     SentenceTransformerEncoder,
     default_model_path,
     load_or_build_index,
 )
-from shared.catalogue import Catalogue, CodeInfo
-from shared.settings import RetrieverSettings
+from icdcoder.shared.catalogue import Catalogue, CodeInfo
+from icdcoder.shared.settings import RetrieverSettings
 
 pytestmark = pytest.mark.slow
 

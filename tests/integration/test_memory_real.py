@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from services.retriever.adapters import (
+from icdcoder.services.retriever.adapters import (
     SentenceTransformerEncoder,
     default_model_path,
     load_example_index,
     load_or_build_index,
 )
-from services.retriever.core import Retriever
-from shared.catalogue import Catalogue, CodeInfo
-from shared.memory import Example, write_examples
-from shared.messages import SegmentedNote
-from shared.settings import RetrieverSettings
+from icdcoder.services.retriever.core import Retriever
+from icdcoder.shared.catalogue import Catalogue, CodeInfo
+from icdcoder.shared.memory import Example, write_examples
+from icdcoder.shared.messages import SegmentedNote
+from icdcoder.shared.settings import RetrieverSettings
 from tests.fakes import make_span
 
 pytestmark = pytest.mark.slow

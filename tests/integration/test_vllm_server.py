@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from services.verifier.prompts import PROMPT_VERSION
-from services.verifier.vllm_backend import VllmVerifier
-from shared.messages import Candidate, NoteIn, RetrievedNote, SpanCandidates
-from shared.settings import VerifierSettings
+from icdcoder.services.verifier.prompts import PROMPT_VERSION
+from icdcoder.services.verifier.vllm_backend import VllmVerifier
+from icdcoder.shared.messages import Candidate, NoteIn, RetrievedNote, SpanCandidates
+from icdcoder.shared.settings import VerifierSettings
 from tests.fakes import make_span
 from tests.vllm_server import LocalVllmServer, local_vllm_server, not_prepared_reason
 
@@ -60,7 +60,7 @@ def retrieved() -> list[RetrievedNote]:
 
 @pytest.fixture
 async def verifier(server: LocalVllmServer) -> AsyncIterator[VllmVerifier]:
-    from shared.catalogue import load_catalogue
+    from icdcoder.shared.catalogue import load_catalogue
 
     settings = VerifierSettings(
         backend="vllm",

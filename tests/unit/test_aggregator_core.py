@@ -1,10 +1,10 @@
 from typing import Literal
 
-from services.aggregator.core import Aggregator
-from shared.catalogue import Catalogue
-from shared.context import context_reason
-from shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
-from shared.settings import AggregatorSettings
+from icdcoder.services.aggregator.core import Aggregator
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.context import context_reason
+from icdcoder.shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
+from icdcoder.shared.settings import AggregatorSettings
 from tests.fakes import make_span
 
 NOTE = (

@@ -18,7 +18,7 @@ import structlog
 from faststream.redis import TestRedisBroker
 from pydantic import BaseModel, ValidationError
 
-from shared.bus import (
+from icdcoder.shared.bus import (
     Outbox,
     StageWorker,
     _http_exchange,
@@ -26,7 +26,7 @@ from shared.bus import (
     entry_payload,
     guess_note_id,
 )
-from shared.messages import (
+from icdcoder.shared.messages import (
     Candidate,
     CodedNote,
     CodeResult,
@@ -40,7 +40,7 @@ from shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
-from shared.streams import CANDIDATES, CODES, NOTES, SPANS, VERDICTS, Stage
+from icdcoder.shared.streams import CANDIDATES, CODES, NOTES, SPANS, VERDICTS, Stage
 from tests.fakes import make_span
 
 TEXT = "Patient has type 2 diabetes mellitus and no chest pain."
@@ -118,9 +118,9 @@ def _note(note_id: str) -> NoteIn:
 
 
 CASES = [
-    Case("services.segmenter.app", NOTES, SPANS, _note, _segmented, {"spans": 1}),
+    Case("icdcoder.services.segmenter.app", NOTES, SPANS, _note, _segmented, {"spans": 1}),
     Case(
-        "services.retriever.app",
+        "icdcoder.services.retriever.app",
         SPANS,
         CANDIDATES,
         lambda i: _segmented(_note(i)),
@@ -128,7 +128,7 @@ CASES = [
         {"spans": 1, "candidates": 2},
     ),
     Case(
-        "services.verifier.app",
+        "icdcoder.services.verifier.app",
         CANDIDATES,
         VERDICTS,
         lambda i: _retrieved(_segmented(_note(i))),
@@ -136,7 +136,7 @@ CASES = [
         {"candidates": 2, "accepted": 1, "review": 0},
     ),
     Case(
-        "services.aggregator.app",
+        "icdcoder.services.aggregator.app",
         VERDICTS,
         CODES,
         lambda i: _verified(_retrieved(_segmented(_note(i)))),

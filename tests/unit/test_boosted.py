@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from services.verifier.backends import make_verifier
-from services.verifier.boosted import BoostedTrees, export_sklearn
-from services.verifier.core import NOTE_FEATURES, SimilarityVerifier
-from shared.catalogue import Catalogue
-from shared.settings import VerifierSettings
+from icdcoder.services.verifier.backends import make_verifier
+from icdcoder.services.verifier.boosted import BoostedTrees, export_sklearn
+from icdcoder.services.verifier.core import NOTE_FEATURES, SimilarityVerifier
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.settings import VerifierSettings
 
 # one split on feature 1 at 0.5, then a split on feature 0 at 2.0 on the right
 STUMPS = {

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.catalogue import Catalogue, CatalogueError, load_index_terms, parse_refs
+from icdcoder.shared.catalogue import Catalogue, CatalogueError, load_index_terms, parse_refs
 from tests.conftest import INDEX_CSV, require
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.codes import InvalidCodeError, category, normalise_code
+from icdcoder.shared.codes import InvalidCodeError, category, normalise_code
 
 
 @pytest.mark.parametrize(

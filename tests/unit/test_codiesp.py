@@ -20,7 +20,7 @@ from icdcoder.codiesp import (
 from icdcoder.commands import eval as eval_command
 from icdcoder.evaluate import CaseRun, EvalReport, build_report, evaluate, write_outputs
 from icdcoder.metrics import always_valid
-from shared.messages import (
+from icdcoder.shared.messages import (
     Candidate,
     CodedNote,
     CodeResult,

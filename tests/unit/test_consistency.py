@@ -1,4 +1,4 @@
-from shared.consistency import NoteFacts, code_sex, inconsistency, read_facts
+from icdcoder.shared.consistency import NoteFacts, code_sex, inconsistency, read_facts
 
 
 def test_reads_the_patients_sex_from_the_first_word_naming_one() -> None:

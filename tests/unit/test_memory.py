@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from icdcoder.memory_codiesp import GoldEvidence, align, line_starts, read_x
-from services.retriever.core import ExampleIndex, IndexRows, Retriever, memory_hits, merge_memory
-from services.verifier.core import (
+from icdcoder.services.retriever.core import (
+    ExampleIndex,
+    IndexRows,
+    Retriever,
+    memory_hits,
+    merge_memory,
+)
+from icdcoder.services.verifier.core import (
     FEATURES,
     SimilarityVerifier,
     SimilarityWeights,
@@ -16,8 +22,8 @@ from services.verifier.core import (
     justify,
     note_support,
 )
-from shared.catalogue import Catalogue, CodeInfo
-from shared.memory import (
+from icdcoder.shared.catalogue import Catalogue, CodeInfo
+from icdcoder.shared.memory import (
     CodedNote,
     Example,
     ExampleMemoryError,
@@ -25,7 +31,7 @@ from shared.memory import (
     read_examples,
     write_examples,
 )
-from shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
+from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 from tests.unit.test_retriever_core import DESCRIPTIONS, ROWS
 
@@ -77,7 +83,7 @@ def test_coded_notes_share_the_memory_file_and_keep_only_catalogue_codes(tmp_pat
 
 
 def test_similar_notes_vote_with_their_codes_and_can_leave_one_out() -> None:
-    from services.verifier.similar_notes import SimilarNotes
+    from icdcoder.services.verifier.similar_notes import SimilarNotes
 
     notes = [
         CodedNote(codes=("N20.0",), text="Renal colic from a kidney stone.", source="a"),
@@ -95,7 +101,7 @@ def test_similar_notes_vote_with_their_codes_and_can_leave_one_out() -> None:
 
 
 def test_note_classifier_learns_codes_carried_by_enough_notes() -> None:
-    from services.verifier.note_classifier import BOUND, NoteClassifier
+    from icdcoder.services.verifier.note_classifier import BOUND, NoteClassifier
 
     kidney = "Renal colic from a kidney stone, hematuria on urinalysis."
     notes = [
@@ -298,7 +304,7 @@ def test_coded_notes_of_a_codiesp_split(tmp_path: Path) -> None:
 
 def test_build_examples_from_a_codiesp_split(tmp_path: Path) -> None:
     from icdcoder.memory_codiesp import build_examples
-    from services.segmenter.core import Segmenter
+    from icdcoder.services.segmenter.core import Segmenter
 
     catalogue = Catalogue(
         version="test",

@@ -20,7 +20,7 @@ from icdcoder.metrics import (
     micro_confusion,
     rank_codes,
 )
-from shared.codes import InvalidCodeError
+from icdcoder.shared.codes import InvalidCodeError
 
 # Stand-ins with the shape of real codes: a, b, c are gold; x is a wrong guess.
 A, B, C, D, X = "e11.9", "i10", "n23", "r51.9", "z00.00"

@@ -1,6 +1,6 @@
-from services.retriever.core import IndexRows, Retriever
-from shared.context import query_texts
-from shared.messages import SegmentedNote
+from icdcoder.services.retriever.core import IndexRows, Retriever
+from icdcoder.shared.context import query_texts
+from icdcoder.shared.messages import SegmentedNote
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 
 ROWS = IndexRows(

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from services.segmenter.core import (
+from icdcoder.services.segmenter.core import (
     EmptyNoteError,
     NoteTooLargeError,
     Segmenter,
     as_phrases,
     context_rules,
 )
-from shared.messages import NoteIn, SegmentedNote
-from shared.settings import SegmenterSettings
+from icdcoder.shared.messages import NoteIn, SegmentedNote
+from icdcoder.shared.settings import SegmenterSettings
 
 CODIESP_DEV_EN = (
     Path(__file__).resolve().parents[2].parent / "shared/data/codiesp/dev/text_files_en"

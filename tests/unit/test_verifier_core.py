@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from services.verifier.backends import make_verifier
-from services.verifier.core import (
+from icdcoder.services.verifier.backends import make_verifier
+from icdcoder.services.verifier.core import (
     NO_SIBLING,
     NOTE_FEATURES,
     NoteWeights,
@@ -14,9 +14,9 @@ from services.verifier.core import (
     coverage,
     shared_words,
 )
-from shared.catalogue import Catalogue
-from shared.messages import Candidate, RetrievedNote, SpanCandidates
-from shared.settings import VerifierSettings
+from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.messages import Candidate, RetrievedNote, SpanCandidates
+from icdcoder.shared.settings import VerifierSettings
 from tests.fakes import make_span
 
 TEXT = "Type 2 diabetes mellitus without complications"

@@ -13,16 +13,16 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from services.verifier.prompts import PROMPT_VERSION, load_template
-from services.verifier.vllm_backend import (
+from icdcoder.services.verifier.prompts import PROMPT_VERSION, load_template
+from icdcoder.services.verifier.vllm_backend import (
     NONE_CODE,
     PromptBuilder,
     VerifierUnavailableError,
     VllmVerifier,
     approx_tokens,
 )
-from shared.messages import Candidate, RetrievedNote, Span, SpanCandidates
-from shared.settings import VerifierSettings
+from icdcoder.shared.messages import Candidate, RetrievedNote, Span, SpanCandidates
+from icdcoder.shared.settings import VerifierSettings
 from tests.fakes import make_span
 
 NOTE = (
