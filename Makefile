@@ -9,7 +9,7 @@ export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval memory bench clean vllm-setup
+.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,15 +47,24 @@ test: lint typecheck index vllm-setup
 INDEX_CSV ?= $(SHARED)/data/icd10cm-index/ICD10CM_2025_Index.csv
 # The example memory learnt from CodiEsp train (docs/memory.md); never from dev.
 MEMORY ?= $(HOME)/.cache/icdcoder/memory-codiesp-train.jsonl
+# The pack that holds it with the Alphabetic Index: what `make eval` scores.
+PACK ?= $(HOME)/.cache/icdcoder/packs/codiesp-train
 
 $(MEMORY): icdcoder/memory_codiesp.py | install
 	$(BIN)/icdcoder memory codiesp --data $(SHARED)/data/codiesp --split train --out $@
 
 memory: $(MEMORY)
 
-eval: install $(MEMORY)
-	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev \
+$(PACK)/manifest.json: $(MEMORY) | install
+	rm -rf $(PACK)
+	$(BIN)/icdcoder pack build --out $(PACK) --name codiesp-train \
+		--description "Alphabetic Index enrichment and the CodiEsp train example memory" \
 		--index-csv $(INDEX_CSV) --memory $(MEMORY)
+
+pack: $(PACK)/manifest.json
+
+eval: install $(PACK)/manifest.json
+	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev --pack $(PACK)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,9 @@
-"""The composition root: wires the four stage cores into one in-process pipeline.
+"""The composition root: the four stage cores wired into one in-process pipeline.
 
-Every dependency has a default read from settings and can be overridden (tests pass fakes or
-smaller settings). The bus workers wire the same cores, one stage per process.
+One :class:`~icdcoder.shared.settings.Settings` and one pack feed every stage, as the bus
+workers' ``load`` functions do one stage at a time (``icdcoder/services/<stage>/app.py``).
+Every dependency has a default and can be overridden: tests pass a catalogue, a pack or
+smaller settings.
 """
 
 from __future__ import annotations
@@ -9,19 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from icdcoder.services.aggregator.core import Aggregator
-from icdcoder.services.retriever.adapters import ProgressFactory, load_retriever, stderr_progress
+from icdcoder.services.retriever.adapters import load_retriever
 from icdcoder.services.retriever.core import Retriever
+from icdcoder.services.retriever.vector_cache import ProgressFactory, stderr_progress
 from icdcoder.services.segmenter.core import Segmenter
 from icdcoder.services.verifier.backends import make_verifier
 from icdcoder.services.verifier.core import Verifier
-from icdcoder.shared.catalogue import Catalogue, load_catalogue
+from icdcoder.services.verifier.weights import VerifierWeights
+from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.messages import CodedNote, NoteIn, RetrievedNote
-from icdcoder.shared.settings import (
-    AggregatorSettings,
-    RetrieverSettings,
-    SegmenterSettings,
-    VerifierSettings,
-)
+from icdcoder.shared.pack import OpenPack, Pack, open_pack
+from icdcoder.shared.settings import Settings
 
 
 @dataclass
@@ -30,10 +30,12 @@ class Pipeline:
     retriever: Retriever
     verifier: Verifier
     aggregator: Aggregator
+    pack: Pack
+    catalogue: Catalogue
 
     @property
     def catalogue_version(self) -> str:
-        return self.retriever.catalogue_version
+        return self.catalogue.version
 
     async def code_note(self, note: NoteIn) -> tuple[CodedNote, RetrievedNote]:
         """Code one note; also returns the retrieval layer (candidates) for evaluation."""
@@ -48,22 +50,29 @@ class Pipeline:
 
 
 def build_pipeline(
+    settings: Settings | None = None,
     *,
-    segmenter: SegmenterSettings | None = None,
-    retriever: RetrieverSettings | None = None,
-    verifier: VerifierSettings | None = None,
-    aggregator: AggregatorSettings | None = None,
+    opened: OpenPack | None = None,
     catalogue: Catalogue | None = None,
     progress: ProgressFactory | None = stderr_progress,
 ) -> Pipeline:
-    retriever_settings = retriever or RetrieverSettings()
-    catalogue = catalogue or load_catalogue(retriever_settings.index_csv)
+    """Every stage from ``settings`` (read from the environment when None) and one pack."""
+    settings = settings or Settings()
+    opened = opened or open_pack(settings.pack, catalogue=catalogue)
+    notes = opened.memory.notes if opened.memory else ()
+    weights = VerifierWeights.read(opened.pack.weights_path)
     return Pipeline(
-        segmenter=Segmenter(segmenter or SegmenterSettings()),
-        retriever=load_retriever(retriever_settings, catalogue, progress=progress),
-        # the verifier's weights follow the retriever's memory unless told otherwise
-        verifier=make_verifier(
-            verifier or VerifierSettings(memory_path=retriever_settings.memory_path), catalogue
+        segmenter=Segmenter(settings.segmenter),
+        retriever=load_retriever(
+            opened.pack,
+            settings.retriever,
+            opened.catalogue,
+            settings.cache_dir,
+            memory=opened.memory,
+            progress=progress,
         ),
-        aggregator=Aggregator(catalogue, aggregator or AggregatorSettings()),
+        verifier=make_verifier(settings.verifier, opened.catalogue, weights, notes),
+        aggregator=Aggregator(opened.catalogue, settings.aggregator),
+        pack=opened.pack,
+        catalogue=opened.catalogue,
     )

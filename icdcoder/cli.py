@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from icdcoder import __version__
 from icdcoder.commands.options import fail
-from icdcoder.shared.catalogue import CatalogueError
-from icdcoder.shared.logging import configure_logging
-from icdcoder.shared.memory import ExampleMemoryError
+from icdcoder.shared.logging import PublicError, configure_logging
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = (
@@ -25,11 +25,20 @@ COMMAND_MODULES = (
     "icdcoder.commands.eval",
     "icdcoder.commands.bus",
     "icdcoder.commands.memory",
+    "icdcoder.commands.pack",
+    "icdcoder.commands.settings",
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (no usage block; ``--help`` has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="icdcoder",
         description="Assign ICD-10-CM codes to clinical notes, with evidence spans.",
     )
@@ -47,11 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, stream=sys.stderr)
     try:
         code: int = args.handler(args)
-    except (CatalogueError, ExampleMemoryError) as exc:  # a configured data file is unusable
+    except PublicError as exc:  # bad input, a setting, an unusable pack or data file
         return fail(str(exc))
     except KeyboardInterrupt:
         print("icdcoder: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `icdcoder ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -80,6 +80,7 @@ class EvalReport(_Model):
     split: str
     lang: str
     catalogue_version: str
+    pack: str = ""  # the model pack that coded the cases
     verifier: VerifierInfo | None  # first note's backend; token counts summed over notes
     cases: int
     gold_cases: int
@@ -244,6 +245,7 @@ def build_report(
         split=split,
         lang=lang,
         catalogue_version=catalogue_version,
+        pack=runs[0].coded.pack if runs else "",
         verifier=verifier_summary([run.coded for run in runs]),
         cases=len(results),
         gold_cases=sum(1 for codes in gold.values() if codes),

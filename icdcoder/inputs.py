@@ -6,12 +6,14 @@ import re
 import sys
 from pathlib import Path
 
+from icdcoder.shared.logging import PublicError
 from icdcoder.shared.messages import NoteIn
+from icdcoder.shared.notes import NoteRejected, NoteTooLargeError, check_note_text
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:\-]+")
 
 
-class InputError(ValueError):
+class InputError(PublicError, ValueError):
     """A note that cannot be coded; the message is one line, fit for the terminal."""
 
 
@@ -38,11 +40,9 @@ def read_note(path: str, *, max_chars: int, note_id: str | None = None) -> NoteI
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{label}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    if not text.strip():
-        raise InputError(f"{label}: the note is empty")
-    if len(text) > max_chars:
-        raise InputError(
-            f"{label}: the note has {len(text):,} characters, over the limit of {max_chars:,} "
-            "(ICDCODER_MAX_NOTE_CHARS)"
-        )
+    try:
+        check_note_text(text, max_chars)
+    except NoteRejected as exc:
+        hint = " (ICDCODER_SEGMENTER__MAX_NOTE_CHARS)" if isinstance(exc, NoteTooLargeError) else ""
+        raise InputError(f"{label}: {exc}{hint}") from None
     return NoteIn(note_id=note_id or note_id_for(path), text=text)

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from icdcoder.codiesp import CodiEspCase, CodiEspError, read_split
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.memory import CodedNote, Example
+from icdcoder.shared.memory import Example, MemoryNote
 from icdcoder.shared.messages import NoteIn, SegmentedNote, Span
 
 Vectors = npt.NDArray[np.float32]
@@ -191,15 +191,15 @@ def build_examples(
     return list(examples.values()), stats
 
 
-def coded_notes(data: Path, split: str, *, catalogue: Catalogue) -> list[CodedNote]:
+def coded_notes(data: Path, split: str, *, catalogue: Catalogue) -> list[MemoryNote]:
     """Each case of ``split`` as a coded note: its English text and its gold codes that the
     catalogue has (the similar-notes vote). Cases with no such code are left out."""
-    notes: list[CodedNote] = []
+    notes: list[MemoryNote] = []
     for case in read_split(data, split, lang="en"):
         infos = [catalogue.get(code) for code in case.gold]
         codes = tuple(dict.fromkeys(info.code for info in infos if info is not None))
         if codes:
             notes.append(
-                CodedNote(codes=codes, text=case.text, source=f"codiesp-{split}:{case.case_id}")
+                MemoryNote(codes=codes, text=case.text, source=f"codiesp-{split}:{case.case_id}")
             )
     return notes

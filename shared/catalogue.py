@@ -1,20 +1,19 @@
 """The ICD-10-CM catalogue: codes, hierarchy, notes, and the texts retrieval searches.
 
 Loaded from the PyPI package ``simple-icd-10-cm`` (FY2026 tabular list), optionally enriched
-with the ICD-10-CM Alphabetic Index (flattened CSV), whose term paths become extra retrieval
-texts for their codes ("Hypertension, cardiorenal, with heart failure" -> I13.0).
+with extra retrieval texts per code: a pack's Alphabetic Index term paths ("Hypertension,
+cardiorenal, with heart failure" -> I13.0), read by :mod:`icdcoder.shared.index_terms`.
 """
 
 from __future__ import annotations
 
-import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from icdcoder.shared.codes import InvalidCodeError, normalise_code
+from icdcoder.shared.logging import PublicError
 
 CATALOGUE_VERSION = "icd10cm-2026"
 
@@ -28,7 +27,7 @@ _REF_RE = re.compile(
 DEFAULT_SEVENTH = "A"
 
 
-class CatalogueError(RuntimeError):
+class CatalogueError(PublicError):
     """The catalogue or an index file could not be loaded."""
 
 
@@ -174,8 +173,9 @@ def _is_seventh_character(code: str) -> bool:
     return len(code.replace(".", "")) == 7
 
 
-def load_catalogue(index_csv: Path | None = None) -> Catalogue:
-    """Load FY2026 ICD-10-CM from ``simple-icd-10-cm``; enrich with an index CSV if given."""
+def load_catalogue(index_terms: Mapping[str, tuple[str, ...]] | None = None) -> Catalogue:
+    """Load FY2026 ICD-10-CM from ``simple-icd-10-cm``; ``index_terms`` are extra retrieval
+    texts per code (a pack's enrichment, :mod:`icdcoder.shared.index_terms`)."""
     import simple_icd_10_cm as cm  # deferred: importing parses the whole tabular list
 
     def is_code(name: str) -> bool:
@@ -205,10 +205,7 @@ def load_catalogue(index_csv: Path | None = None) -> Catalogue:
             code_first=_notes(cm.get_code_first(raw)),
             use_additional=_notes(cm.get_use_additional_code(raw)),
         )
-    catalogue = Catalogue(version=CATALOGUE_VERSION, codes=codes)
-    if index_csv is not None:
-        catalogue.index_terms = load_index_terms(index_csv, catalogue)
-    return catalogue
+    return Catalogue(version=CATALOGUE_VERSION, codes=codes, index_terms=dict(index_terms or {}))
 
 
 def _notes(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -217,57 +214,6 @@ def _notes(value: str | Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,) if value.strip() else ()
     return tuple(v for v in value if v.strip())
-
-
-def load_index_terms(path: Path, catalogue: Catalogue) -> dict[str, tuple[str, ...]]:
-    """Term paths of the flattened Alphabetic Index, per catalogue code.
-
-    Rows carry a ``Level`` (depth under the main term); a row's path is the terms of the rows
-    above it at lower levels. A code ending in ``-`` (incomplete) maps to its longest valid
-    prefix; a 7th-character code maps to the code it extends; codes not in the catalogue are
-    dropped (the index and the tabular list come from different fiscal years).
-    """
-    if not path.is_file():
-        raise CatalogueError(f"alphabetic index not found: {path}")
-    terms: dict[str, list[str]] = {}
-    for term_path, raw_code in _index_paths(path):
-        code = _resolve_index_code(raw_code, catalogue)
-        if code is not None:
-            terms.setdefault(code, []).append(term_path)
-    return {code: tuple(dict.fromkeys(paths)) for code, paths in terms.items()}
-
-
-def _index_paths(path: Path) -> Iterator[tuple[str, str]]:
-    stack: list[str] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                level = int(row["Level"])
-            except (KeyError, ValueError) as exc:
-                raise CatalogueError(f"{path}: not a flattened ICD-10-CM index CSV") from exc
-            term = " ".join(row["Term"].split())
-            del stack[level:]
-            stack.append(term)
-            if row.get("Code"):
-                yield ", ".join(stack), row["Code"].strip()
-
-
-def _resolve_index_code(raw: str, catalogue: Catalogue) -> str | None:
-    candidate = raw.rstrip("-").rstrip(".")
-    while len(candidate.replace(".", "")) >= 3:
-        try:
-            code = normalise_code(candidate)
-        except InvalidCodeError:
-            return None
-        if code in catalogue.codes:
-            while _is_seventh_character(code):
-                parent = catalogue.codes[code].parent
-                if parent is None:
-                    return None
-                code = parent
-            return code
-        candidate = candidate[:-1].rstrip(".")
-    return None
 
 
 def iter_leaves(catalogue: Catalogue) -> Iterable[CodeInfo]:

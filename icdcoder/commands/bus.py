@@ -1,7 +1,7 @@
 """``icdcoder worker STAGE``, ``icdcoder submit FILE...`` and ``icdcoder status``: the bus.
 
-Workers read ``REDIS_URL`` and the ``ICDCODER_*`` bus settings (consumer name, claim idle time,
-max deliveries, HTTP port) from the environment; see docs/bus.md.
+Everything reads the ``ICDCODER_BUS__*`` settings (Redis URL, consumer name, claim idle time,
+max deliveries) and workers ``ICDCODER_HTTP__*`` from the environment; see docs/bus.md.
 """
 
 from __future__ import annotations
@@ -10,25 +10,21 @@ import argparse
 import asyncio
 import importlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from icdcoder.commands.options import fail
+from icdcoder.commands.options import fail, positive_seconds, settings_from_env
 from icdcoder.inputs import InputError, read_note
-from icdcoder.shared.bus import (
-    BusStatus,
-    ResultFollower,
-    bus_status,
-    connect,
-    describe_error,
-    serve,
-)
-from icdcoder.shared.bus import submit_notes as publish_notes
+from icdcoder.shared.bus.admin import connect
+from icdcoder.shared.bus.client import BusStatus, ResultFollower, bus_status
+from icdcoder.shared.bus.client import submit_notes as publish_notes
+from icdcoder.shared.errors import loggable
 from icdcoder.shared.logging import configure_logging
-from icdcoder.shared.messages import NoteIn
-from icdcoder.shared.settings import BusSettings, SegmenterSettings
+from icdcoder.shared.messages import NOTE_ID_PATTERN, NoteIn
+from icdcoder.shared.settings import BusConfig, Settings
 from icdcoder.shared.streams import STAGES
 
 
@@ -37,15 +33,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "worker",
         help="run one pipeline stage as a Redis-streams worker",
         description="Run one stage until SIGTERM. Logs: JSON lines on stdout. HTTP: "
-        "/healthz/live, /healthz/ready, /asyncapi.",
+        "/healthz/live, /healthz/ready, /metrics, /asyncapi.",
     )
     worker.add_argument("stage", choices=list(STAGES), help="the stage to run")
     worker.add_argument(
         "--http-port",
         type=int,
-        help="port of the health and AsyncAPI routes (default ICDCODER_HTTP_PORT, 8080; 0: any)",
+        help="port of the HTTP routes (default ICDCODER_HTTP__PORT, 8080; 0: any free port)",
     )
-    worker.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    worker.add_argument(
+        "--host", help="address to listen on (default ICDCODER_HTTP__HOST, 127.0.0.1)"
+    )
     worker.add_argument(
         "--worker-log-level", default="INFO", help="the worker's log level (default INFO)"
     )
@@ -61,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.add_argument("--id", help="note id for a single FILE (default: the file's stem)")
     submit.add_argument("--wait", action="store_true", help="wait for and print the results")
     submit.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)"
+        "--timeout", type=positive_seconds, default=600.0, help="seconds --wait waits (default 600)"
     )
     submit.set_defaults(handler=run_submit)
 
@@ -79,14 +77,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    from icdcoder.shared.bus.serve import serve_worker
+    from icdcoder.shared.bus.worker import StageWorker
+
     configure_logging(args.worker_log_level, stream=sys.stdout)
-    module = importlib.import_module(f"icdcoder.services.{args.stage}.app")
-    worker = module.worker
-    port = worker.settings.http_port if args.http_port is None else args.http_port
+    settings = settings_from_env()
+    http = settings.http.model_copy(
+        update={k: v for k, v in (("port", args.http_port), ("host", args.host)) if v is not None}
+    )
+    spec = importlib.import_module(f"icdcoder.services.{args.stage}.app").SPEC
     try:
-        asyncio.run(serve(worker.app, port=port, host=args.host))
-    except (OSError, RedisError, RuntimeError, ValueError) as exc:
-        return fail(f"{args.stage} worker stopped: {describe_error(exc)}", 1)
+        asyncio.run(serve_worker(StageWorker(spec, settings), http))
+    except (OSError, RedisError, RuntimeError) as exc:
+        return fail(f"{args.stage} worker stopped: {loggable(exc)}", 1)
     return 0
 
 
@@ -96,26 +99,32 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_submit(args: argparse.Namespace) -> int:
     if args.id is not None and len(args.files) != 1:
         return fail("--id names one note: give exactly one FILE with it")
-    max_chars = SegmenterSettings().max_note_chars
+    if args.id is not None and not re.match(NOTE_ID_PATTERN, args.id):
+        return fail(
+            f"invalid note id {args.id!r}: 1-200 letters, digits and . _ : -, "
+            "starting with a letter or digit"
+        )
+    settings = settings_from_env()
+    max_chars = settings.segmenter.max_note_chars
     try:
         notes = [read_note(path, max_chars=max_chars, note_id=args.id) for path in args.files]
     except InputError as exc:
         return fail(str(exc))
-    except ValueError:  # a --id that is not a valid note id
-        return fail(f"invalid note id {args.id!r} (letters, digits and . _ : - only)")
     seen: set[str] = set()
     for note in notes:
         if note.note_id in seen:
             return fail(f"two notes have the id {note.note_id!r}: rename a file or use --id")
         seen.add(note.note_id)
     try:
-        return asyncio.run(_submit(notes, wait=args.wait, timeout_s=args.timeout))
+        return asyncio.run(_submit(notes, settings.bus, wait=args.wait, timeout_s=args.timeout))
     except RedisError as exc:
-        return fail(f"Redis: {describe_error(exc)}", 1)
+        return fail(f"Redis: {loggable(exc)}", 1)
 
 
-async def _submit(notes: Sequence[NoteIn], *, wait: bool, timeout_s: float) -> int:
-    redis = connect(BusSettings())
+async def _submit(
+    notes: Sequence[NoteIn], config: BusConfig, *, wait: bool, timeout_s: float
+) -> int:
+    redis = connect(config)
     try:
         follower = ResultFollower(redis)
         if wait:
@@ -147,16 +156,17 @@ async def _submit(notes: Sequence[NoteIn], *, wait: bool, timeout_s: float) -> i
 
 
 def run_status(args: argparse.Namespace) -> int:
+    settings = settings_from_env()
     try:
-        status = asyncio.run(_status())
+        status = asyncio.run(_status(settings))
     except RedisError as exc:
-        return fail(f"Redis: {describe_error(exc)}", 1)
+        return fail(f"Redis: {loggable(exc)}", 1)
     print(json.dumps(status.as_dict()) if args.json else format_status(status))
     return 0
 
 
-async def _status() -> BusStatus:
-    redis = connect(BusSettings())
+async def _status(settings: Settings) -> BusStatus:
+    redis = connect(settings.bus)
     try:
         return await bus_status(redis)
     finally:
@@ -187,18 +197,3 @@ def format_status(status: BusStatus) -> str:
     ]
     lines.append(f"codes: {status.codes}  dead letters: {status.dead_letters}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """These subcommands alone (``python -m icdcoder.commands.bus``), as ``icdcoder`` runs them."""
-    parser = argparse.ArgumentParser(prog="icdcoder")
-    parser.add_argument("--log-level", default="WARNING")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level, stream=sys.stderr)
-    code: int = args.handler(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from icdcoder.commands.options import (
-    add_pipeline_options,
-    check_paths,
-    fail,
-    retriever_settings,
-    verifier_settings,
-)
+from icdcoder.commands.options import add_pipeline_options, fail, load_settings
 from icdcoder.inputs import InputError, read_note
 from icdcoder.render import table
 from icdcoder.shared.messages import NoteIn
-from icdcoder.shared.settings import RetrieverSettings, SegmenterSettings
+from icdcoder.shared.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,32 +25,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    segmenter = SegmenterSettings()
+    settings = load_settings(args)
     try:
-        notes = [read_note(path, max_chars=segmenter.max_note_chars) for path in args.files]
+        notes = [
+            read_note(path, max_chars=settings.segmenter.max_note_chars) for path in args.files
+        ]
     except InputError as exc:
         return fail(str(exc))
-    retriever = retriever_settings(args)
-    problem = check_paths(retriever)
-    if problem:
-        return fail(problem)
-    return asyncio.run(_code(notes, args, segmenter, retriever))
+    return asyncio.run(_code(notes, args.format, settings))
 
 
-async def _code(
-    notes: list[NoteIn],
-    args: argparse.Namespace,
-    segmenter: SegmenterSettings,
-    retriever: RetrieverSettings,
-) -> int:
+async def _code(notes: list[NoteIn], output: str, settings: Settings) -> int:
     from icdcoder.bootstrap import build_pipeline
 
-    pipeline = build_pipeline(
-        segmenter=segmenter, retriever=retriever, verifier=verifier_settings(args)
-    )
+    pipeline = build_pipeline(settings)
     for note in notes:
         coded = await pipeline.code(note)
-        if args.format == "table":
+        if output == "table":
             print(table(coded), end="\n\n")
         else:
             print(coded.model_dump_json())

@@ -11,18 +11,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from icdcoder.codiesp import TEXT_DIRS, CodiEspCase, CodiEspError, read_split
-from icdcoder.commands.options import (
-    add_pipeline_options,
-    check_paths,
-    fail,
-    retriever_settings,
-    verifier_settings,
-)
+from icdcoder.commands.options import add_pipeline_options, fail, load_settings, positive_int
 from icdcoder.evaluate import CodingPipeline, EvalReport, evaluate, write_outputs
-from icdcoder.shared.settings import RetrieverSettings, SegmenterSettings
+from icdcoder.shared.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,23 +34,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="en",
         help="en: the English machine translation (default); es: the Spanish originals",
     )
-    parser.add_argument("--limit", type=_positive_int, help="score only the first N cases")
+    parser.add_argument("--limit", type=positive_int, help="score only the first N cases")
     parser.add_argument(
         "--out", type=Path, default=Path("reports"), help="report folder (default reports/)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_pipeline_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _prepare_out(out: Path) -> str | None:
@@ -72,24 +54,16 @@ def _prepare_out(out: Path) -> str | None:
     return None
 
 
-def _settings_problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "settings"
-    return f"invalid setting {where}: {error['msg']}"
-
-
 def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
     try:
         cases = read_split(args.data, args.split, lang=args.lang, limit=args.limit)
-        retriever = retriever_settings(args)
     except CodiEspError as exc:
         return fail(str(exc))
-    except ValidationError as exc:
-        return fail(_settings_problem(exc))
-    problem = check_paths(retriever) or _prepare_out(args.out)
+    problem = _prepare_out(args.out)
     if problem:
         return fail(problem)
-    report = asyncio.run(_evaluate(cases, args, retriever))
+    report = asyncio.run(_evaluate(cases, args, settings))
     print(summary(report))
     try:
         json_path, tsv_path = write_outputs(report, args.out)
@@ -99,27 +73,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build(
-    args: argparse.Namespace, retriever: RetrieverSettings
-) -> tuple[CodingPipeline, Callable[[str], bool]]:
+def build(settings: Settings) -> tuple[CodingPipeline, Callable[[str], bool]]:
     """The pipeline, and the catalogue's validity test for gold codes (one catalogue load)."""
     from icdcoder.bootstrap import build_pipeline
-    from icdcoder.shared.catalogue import load_catalogue
 
-    catalogue = load_catalogue(retriever.index_csv)
-    pipeline = build_pipeline(
-        segmenter=SegmenterSettings(),
-        retriever=retriever,
-        verifier=verifier_settings(args),
-        catalogue=catalogue,
-    )
-    return pipeline, catalogue.is_valid
+    pipeline = build_pipeline(settings)
+    return pipeline, pipeline.catalogue.is_valid
 
 
 async def _evaluate(
-    cases: Sequence[CodiEspCase], args: argparse.Namespace, retriever: RetrieverSettings
+    cases: Sequence[CodiEspCase], args: argparse.Namespace, settings: Settings
 ) -> EvalReport:
-    pipeline, is_valid = build(args, retriever)
+    pipeline, is_valid = build(settings)
     return await evaluate(
         pipeline,
         cases,
@@ -139,7 +104,7 @@ def summary(report: EvalReport) -> str:
     stages = " | ".join(f"{name} {sec:.2f}" for name, sec in report.stage_seconds.items())
     lines = [
         f"CodiEsp-D {report.split} ({report.lang}): {report.cases:,} cases, "
-        f"catalogue {report.catalogue_version}, verifier {verifier}",
+        f"catalogue {report.catalogue_version}, pack {report.pack or 'none'}, verifier {verifier}",
         f"  MAP                {report.map:.4f}   "
         f"({report.map_predicted_cases:.4f} over the {with_predictions:,} gold cases "
         "with predictions)",

@@ -1,16 +1,11 @@
-"""``icdcoder index build``: embed the catalogue texts and cache the FAISS index."""
+"""``icdcoder index build``: embed the pack's catalogue texts and cache the FAISS index."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from icdcoder.commands.options import (
-    add_pipeline_options,
-    check_paths,
-    fail,
-    retriever_settings,
-)
+from icdcoder.commands.options import add_pipeline_options, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,21 +18,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from icdcoder.services.retriever.adapters import load_encoder, load_or_build_index
-    from icdcoder.shared.catalogue import load_catalogue
+    from icdcoder.services.retriever.adapters import load_encoder
+    from icdcoder.services.retriever.vector_cache import load_or_build_index
+    from icdcoder.shared.pack import open_pack
 
-    settings = retriever_settings(args)
-    problem = check_paths(settings)
-    if problem:
-        return fail(problem)
+    settings = load_settings(args)
     started = time.perf_counter()
-    catalogue = load_catalogue(settings.index_csv)
-    encoder = load_encoder(settings)
-    bundle = load_or_build_index(catalogue, encoder, settings, force=args.force)
+    opened = open_pack(settings.pack)
+    encoder = load_encoder(opened.pack, settings.retriever)
+    bundle = load_or_build_index(
+        opened.catalogue,
+        encoder,
+        settings.cache_dir,
+        prebuilt=opened.pack.vectors_path,
+        force=args.force,
+    )
     size = sum(f.stat().st_size for f in bundle.directory.iterdir())
     verb = "built" if bundle.built else "reused"
     print(
-        f"{verb} index: {bundle.index.size:,} texts, {size / 2**20:.1f} MiB at {bundle.directory} "
+        f"{verb} index of pack {opened.pack.id}: {bundle.index.size:,} texts, "
+        f"{size / 2**20:.1f} MiB at {bundle.directory} "
         f"({time.perf_counter() - started:.1f} s, encoder on {encoder.device})"
     )
     return 0

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from icdcoder.commands.options import add_pipeline_options, check_paths, fail, retriever_settings
+from icdcoder.commands.options import add_pipeline_options, fail, load_settings
 
 #: Results are reported on dev: its gold may never feed the system.
 REPORTED_SPLITS = frozenset({"dev", "test"})
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "codiesp",
         help="align CodiEsp-X gold evidence to spans of the English texts",
         description="Write confirmed span -> code examples (JSON lines) from a CodiEsp "
-        "training split, aligning each Spanish gold evidence to a span of the English text.",
+        "training split, aligning each Spanish gold evidence to a span of the English text. "
+        "The pack's model aligns; 'icdcoder pack build --memory' puts the result in a pack.",
     )
     codiesp.add_argument("--data", type=Path, required=True, help="CodiEsp folder")
     codiesp.add_argument("--split", default="train", help="training split (default train)")
@@ -36,27 +37,24 @@ def run_codiesp(args: argparse.Namespace) -> int:
     from icdcoder.memory_codiesp import build_examples, coded_notes
     from icdcoder.services.retriever.adapters import load_encoder
     from icdcoder.services.segmenter.core import Segmenter
-    from icdcoder.shared.catalogue import load_catalogue
     from icdcoder.shared.memory import write_examples
+    from icdcoder.shared.pack import open_pack
 
     if args.split in REPORTED_SPLITS:
         return fail(f"refusing to learn from {args.split!r}: results are reported on it")
-    settings = retriever_settings(args)
-    problem = check_paths(settings)
-    if problem:
-        return fail(problem)
+    settings = load_settings(args)
     started = time.perf_counter()
-    catalogue = load_catalogue(settings.index_csv)
+    opened = open_pack(settings.pack)
     try:
         examples, stats = build_examples(
             args.data,
             args.split,
-            catalogue=catalogue,
-            segmenter=Segmenter(),
-            encoder=load_encoder(settings),
+            catalogue=opened.catalogue,
+            segmenter=Segmenter(settings.segmenter),
+            encoder=load_encoder(opened.pack, settings.retriever),
             progress=lambda cases: tqdm(cases, desc="aligning", unit="case", file=sys.stderr),
         )
-        notes = coded_notes(args.data, args.split, catalogue=catalogue)
+        notes = coded_notes(args.data, args.split, catalogue=opened.catalogue)
     except CodiEspError as exc:
         return fail(str(exc))
     write_examples(args.out, [*examples, *notes])

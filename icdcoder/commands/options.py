@@ -1,80 +1,85 @@
-"""What the subcommands share: pipeline options (code, eval, index build) and error lines."""
+"""What the subcommands share: the settings read at the edge, pipeline options, error lines."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from icdcoder.shared.settings import RetrieverSettings, VerifierSettings
+from pydantic import ValidationError
+
+from icdcoder.shared.errors import describe_validation
+from icdcoder.shared.logging import PublicError
+from icdcoder.shared.settings import ENV_PREFIX, NESTED, Settings
+
+
+class UsageError(PublicError):
+    """Bad input on the command line or in the environment: one line, exit status 2."""
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline (defaults from ICDCODER_* environment variables)")
     group.add_argument(
-        "--index-csv",
-        type=Path,
-        help="ICD-10-CM Alphabetic Index CSV whose term paths enrich retrieval",
+        "--pack", type=Path, help="model pack folder (default ICDCODER_PACK, else built in)"
     )
-    group.add_argument("--no-index", action="store_true", help="no alphabetic-index enrichment")
-    group.add_argument(
-        "--memory",
-        type=Path,
-        help="example memory (JSON lines of confirmed span -> code examples) searched with the "
-        "catalogue; build one with 'icdcoder memory codiesp'",
-    )
-    group.add_argument("--no-memory", action="store_true", help="no example memory")
-    group.add_argument("--model", type=Path, help="sentence-transformers model folder")
-    group.add_argument("--top-k", type=int, help="candidates per span (default 20)")
-    group.add_argument("--cache-dir", type=Path, help="where the FAISS index is cached")
+    group.add_argument("--top-k", type=positive_int, help="candidates per span (default 20)")
+    group.add_argument("--cache-dir", type=Path, help="where vector indexes are cached")
     group.add_argument("--verifier", choices=["similarity", "vllm"], help="verifier backend")
 
 
-def retriever_settings(args: argparse.Namespace) -> RetrieverSettings:
-    overrides: dict[str, Any] = {}
-    if args.index_csv is not None:
-        overrides["index_csv"] = args.index_csv
-    if args.model is not None:
-        overrides["model_path"] = args.model
-    if getattr(args, "memory", None) is not None:
-        overrides["memory_path"] = args.memory
-    if args.top_k is not None:
-        overrides["top_k"] = args.top_k
-    if args.cache_dir is not None:
-        overrides["cache_dir"] = args.cache_dir
-    settings = RetrieverSettings(**overrides)
-    if args.no_index:
-        settings = settings.model_copy(update={"index_csv": None})
-    if getattr(args, "no_memory", False):
-        settings = settings.model_copy(update={"memory_path": None})
-    return settings
+def settings_from_env() -> Settings:
+    """``Settings()``, a malformed variable turned into a :class:`UsageError` naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise UsageError(f"invalid environment: {settings_problem(exc)}") from None
 
 
-def verifier_settings(args: argparse.Namespace) -> VerifierSettings:
-    """Verifier settings agreeing with the retriever's on the example memory."""
-    settings = VerifierSettings().model_copy(
-        update={"memory_path": retriever_settings(args).memory_path}
-    )
-    if args.verifier is not None:
-        settings = settings.model_copy(update={"backend": args.verifier})
-    return settings
+def settings_problem(exc: ValidationError) -> str:
+    """A settings error with each field named as its environment variable."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        variable = ENV_PREFIX + NESTED.join(str(part) for part in err["loc"]).upper()
+        problems.append(f"{variable}: {err['msg']}")
+    return "; ".join(problems) or describe_validation(exc)
 
 
-def check_paths(settings: RetrieverSettings) -> str | None:
-    """A one-line problem with the configured files, or None."""
-    if settings.index_csv is not None and not settings.index_csv.is_file():
-        return f"alphabetic index not found: {settings.index_csv}"
-    if settings.memory_path is not None:
-        from icdcoder.shared.memory import ExampleMemoryError, read_examples
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with this command line's pipeline options applied."""
+    settings = settings_from_env()
+    update: dict[str, Any] = {}
+    if getattr(args, "pack", None) is not None:
+        update["pack"] = args.pack
+    if getattr(args, "cache_dir", None) is not None:
+        update["cache_dir"] = args.cache_dir
+    if getattr(args, "top_k", None) is not None:
+        update["retriever"] = settings.retriever.model_copy(update={"top_k": args.top_k})
+    if getattr(args, "verifier", None) is not None:
+        update["verifier"] = settings.verifier.model_copy(update={"backend": args.verifier})
+    return settings.with_section(**update) if update else settings
 
-        try:
-            read_examples(settings.memory_path)  # small: fail before loading any model
-        except ExampleMemoryError as exc:
-            return str(exc)
-    if settings.model_path is not None and not (settings.model_path / "config.json").is_file():
-        return f"no sentence-transformers model at {settings.model_path}"
-    return None
+
+def positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_seconds(raw: str) -> float:
+    """A finite number of seconds above 0 (``nan``, ``inf`` and negatives refused)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {raw!r}")
+    return value
 
 
 def fail(message: str, status: int = 2) -> int:

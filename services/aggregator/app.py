@@ -1,30 +1,27 @@
-"""The aggregator worker: ``verdicts`` -> [aggregator] -> ``codes`` (icdcoder worker aggregator).
-
-``app`` is the ASGI app: health probes and the AsyncAPI document.
-"""
+"""The aggregator worker: ``verdicts`` -> [aggregator] -> ``codes`` (icdcoder worker aggregator)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.cancel import in_thread
 from icdcoder.shared.messages import CodedNote, VerifiedNote
-from icdcoder.shared.settings import AggregatorSettings
+from icdcoder.shared.pack import open_pack
+from icdcoder.shared.settings import Settings
 from icdcoder.shared.streams import STAGES
 
 
-def load() -> Process[VerifiedNote, CodedNote]:
+def load(settings: Settings) -> LoadedStage[VerifiedNote, CodedNote]:
     from icdcoder.services.aggregator.core import Aggregator
-    from icdcoder.shared.catalogue import load_catalogue
 
-    settings = AggregatorSettings()
-    return in_thread(Aggregator(load_catalogue(settings.index_csv), settings).aggregate)
+    opened = open_pack(settings.pack)
+    aggregator = Aggregator(opened.catalogue, settings.aggregator)
+    return LoadedStage(in_thread(aggregator.aggregate), pack=opened.pack.id)
 
 
 def counts(note: CodedNote) -> Mapping[str, int]:
     return {"codes": len(note.codes), "excluded": len(note.excluded)}
 
 
-SPEC = StageSpec(STAGES["aggregator"], VerifiedNote, CodedNote, load, counts)
-worker = StageWorker(SPEC)
-app = worker.app
+SPEC = StageSpec(STAGES["aggregator"], VerifiedNote, CodedNote, load, counts, checks_pack=True)

@@ -39,7 +39,7 @@ from icdcoder.shared.messages import (
     Verdict,
     VerifiedNote,
 )
-from icdcoder.shared.settings import AggregatorSettings
+from icdcoder.shared.settings import AggregatorConfig
 
 
 @dataclass
@@ -83,13 +83,13 @@ class _Entry:
 
 
 class Aggregator:
-    def __init__(self, catalogue: Catalogue, settings: AggregatorSettings | None = None) -> None:
+    def __init__(self, catalogue: Catalogue, config: AggregatorConfig | None = None) -> None:
         self._catalogue = catalogue
-        settings = settings or AggregatorSettings()
-        self._include_review = settings.include_review
-        self._combine = settings.combine
-        self._one_per_category = settings.one_code_per_category
-        self._patient_checks = settings.patient_checks
+        config = config or AggregatorConfig()
+        self._include_review = config.include_review
+        self._combine = config.combine
+        self._one_per_category = config.one_code_per_category
+        self._patient_checks = config.patient_checks
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -122,6 +122,7 @@ class Aggregator:
         return CodedNote(
             note_id=note.note_id,
             catalogue_version=note.catalogue_version,
+            pack=note.pack,
             codes=codes,
             excluded=sorted(excluded.values(), key=lambda x: (x.start, x.code)),
             verifier=note.verifier,

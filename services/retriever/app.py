@@ -1,23 +1,34 @@
 """The retriever worker: ``spans`` -> [retriever] -> ``candidates`` (``icdcoder worker retriever``).
 
-The embedding model and the FAISS index load once, at startup (the index must have been built:
-``icdcoder index build``). ``app`` is the ASGI app: health probes and the AsyncAPI document.
+The pack's embedding model and the catalogue's vector index load once, at startup (the index
+is built if neither the pack nor the cache has it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.cancel import in_thread
 from icdcoder.shared.messages import RetrievedNote, SegmentedNote
-from icdcoder.shared.settings import RetrieverSettings
+from icdcoder.shared.pack import open_pack
+from icdcoder.shared.settings import Settings
 from icdcoder.shared.streams import STAGES
 
 
-def load() -> Process[SegmentedNote, RetrievedNote]:
+def load(settings: Settings) -> LoadedStage[SegmentedNote, RetrievedNote]:
     from icdcoder.services.retriever.adapters import load_retriever
 
-    return in_thread(load_retriever(RetrieverSettings(), progress=None).retrieve)
+    opened = open_pack(settings.pack)
+    retriever = load_retriever(
+        opened.pack,
+        settings.retriever,
+        opened.catalogue,
+        settings.cache_dir,
+        memory=opened.memory,
+        progress=None,
+    )
+    return LoadedStage(in_thread(retriever.retrieve), pack=opened.pack.id)
 
 
 def counts(note: RetrievedNote) -> Mapping[str, int]:
@@ -28,5 +39,3 @@ def counts(note: RetrievedNote) -> Mapping[str, int]:
 
 
 SPEC = StageSpec(STAGES["retriever"], SegmentedNote, RetrievedNote, load, counts)
-worker = StageWorker(SPEC)
-app = worker.app

@@ -127,6 +127,7 @@ class Retriever:
         descriptions: Mapping[str, str],
         *,
         catalogue_version: str,
+        pack: str = "",
         top_k: int = 20,
         memory: ExampleIndex | None = None,
     ) -> None:
@@ -135,6 +136,7 @@ class Retriever:
         self._rows = rows
         self._descriptions = descriptions
         self.catalogue_version = catalogue_version
+        self.pack = pack
         self.top_k = top_k
         self.memory = memory
 
@@ -164,6 +166,7 @@ class Retriever:
             note_id=note.note_id,
             text=note.text,
             catalogue_version=self.catalogue_version,
+            pack=self.pack,
             items=items,
             timings={**note.timings, "retriever": time.perf_counter() - started},
         )

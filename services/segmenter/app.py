@@ -1,23 +1,20 @@
-"""The segmenter worker: ``notes`` -> [segmenter] -> ``spans`` (run: ``icdcoder worker segmenter``).
-
-``app`` is the ASGI app: health probes and the AsyncAPI document
-(``faststream docs gen icdcoder.services.segmenter.app:app``).
-"""
+"""The segmenter worker: ``notes`` -> [segmenter] -> ``spans`` (``icdcoder worker segmenter``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus import Process, StageSpec, StageWorker, in_thread
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.cancel import in_thread
 from icdcoder.shared.messages import NoteIn, SegmentedNote
-from icdcoder.shared.settings import SegmenterSettings
+from icdcoder.shared.settings import Settings
 from icdcoder.shared.streams import STAGES
 
 
-def load() -> Process[NoteIn, SegmentedNote]:
+def load(settings: Settings) -> LoadedStage[NoteIn, SegmentedNote]:
     from icdcoder.services.segmenter.core import Segmenter
 
-    return in_thread(Segmenter(SegmenterSettings()).segment)
+    return LoadedStage(in_thread(Segmenter(settings.segmenter).segment))
 
 
 def counts(note: SegmentedNote) -> Mapping[str, int]:
@@ -25,5 +22,3 @@ def counts(note: SegmentedNote) -> Mapping[str, int]:
 
 
 SPEC = StageSpec(STAGES["segmenter"], NoteIn, SegmentedNote, load, counts)
-worker = StageWorker(SPEC)
-app = worker.app

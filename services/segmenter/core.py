@@ -34,19 +34,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from icdcoder.shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
-from icdcoder.shared.settings import SegmenterSettings
+from icdcoder.shared.notes import check_note_text
+from icdcoder.shared.settings import SegmenterConfig
 
 
 def _words(words: str) -> list[str]:
     return words.split()
-
-
-class EmptyNoteError(ValueError):
-    """The note has no text to code."""
-
-
-class NoteTooLargeError(ValueError):
-    """The note is over the configured size limit."""
 
 
 #: Header spellings -> section names.
@@ -409,8 +402,8 @@ def normalise_section(header: str) -> str:
 class Segmenter:
     """Built once per process (loads the ConText rules); ``segment`` is then pure."""
 
-    def __init__(self, settings: SegmenterSettings | None = None) -> None:
-        self._max_chars = (settings or SegmenterSettings()).max_note_chars
+    def __init__(self, config: SegmenterConfig | None = None) -> None:
+        self._max_chars = (config or SegmenterConfig()).max_note_chars
         import medspacy.context  # registers the "medspacy_context" factory
         import spacy
 
@@ -424,12 +417,7 @@ class Segmenter:
     def segment(self, note: NoteIn) -> SegmentedNote:
         started = time.perf_counter()
         text = note.text
-        if not text.strip():
-            raise EmptyNoteError("the note is empty")
-        if len(text) > self._max_chars:
-            raise NoteTooLargeError(
-                f"the note has {len(text)} characters, over the limit of {self._max_chars}"
-            )
+        check_note_text(text, self._max_chars)
         sentences = list(split_sentences(text))
         doc = self._nlp.make_doc(text)
         _set_sentences(doc, sentences)

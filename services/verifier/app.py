@@ -1,25 +1,45 @@
 """The verifier worker: ``candidates`` -> [verifier] -> ``verdicts`` (``icdcoder worker verifier``).
 
-The backend (similarity or vLLM) comes from ``ICDCODER_BACKEND``. ``app`` is the ASGI app:
-health probes and the AsyncAPI document.
+The backend (similarity or vLLM) comes from ``ICDCODER_VERIFIER__BACKEND``. A message made
+with another pack waits for a verifier of that pack (and is dead-lettered if none comes); one
+whose candidates are not codes of the catalogue is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus import Process, StageSpec, StageWorker
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.messages import RetrievedNote, VerifiedNote
-from icdcoder.shared.settings import CatalogueSettings, VerifierSettings
+from icdcoder.shared.pack import open_pack
+from icdcoder.shared.settings import Settings
 from icdcoder.shared.streams import STAGES
 
 
-def load() -> Process[RetrievedNote, VerifiedNote]:
-    from icdcoder.services.verifier.backends import make_verifier
-    from icdcoder.shared.catalogue import load_catalogue
+def check_candidates(note: RetrievedNote, catalogue: Catalogue) -> None:
+    """Raise ``ValueError`` naming the candidate codes the catalogue does not have."""
+    unknown = sorted(
+        {c.code for item in note.items for c in item.candidates if c.code not in catalogue.codes}
+    )
+    if unknown:
+        raise ValueError(f"candidates not in the catalogue: {', '.join(unknown[:10])}")
 
-    catalogue = load_catalogue(CatalogueSettings().index_csv)
-    return make_verifier(VerifierSettings(), catalogue).verify
+
+def load(settings: Settings) -> LoadedStage[RetrievedNote, VerifiedNote]:
+    from icdcoder.services.verifier.backends import make_verifier
+    from icdcoder.services.verifier.weights import VerifierWeights
+
+    opened = open_pack(settings.pack)
+    notes = opened.memory.notes if opened.memory else ()
+    weights = VerifierWeights.read(opened.pack.weights_path)
+    verifier = make_verifier(settings.verifier, opened.catalogue, weights, notes)
+
+    async def verify(note: RetrievedNote) -> VerifiedNote:
+        check_candidates(note, opened.catalogue)
+        return await verifier.verify(note)
+
+    return LoadedStage(verify, pack=opened.pack.id)
 
 
 def counts(note: VerifiedNote) -> Mapping[str, int]:
@@ -33,6 +53,4 @@ def counts(note: VerifiedNote) -> Mapping[str, int]:
     }
 
 
-SPEC = StageSpec(STAGES["verifier"], RetrievedNote, VerifiedNote, load, counts)
-worker = StageWorker(SPEC)
-app = worker.app
+SPEC = StageSpec(STAGES["verifier"], RetrievedNote, VerifiedNote, load, counts, checks_pack=True)

@@ -16,14 +16,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from icdcoder.services.verifier.similar_notes import note_vectorizer
-from icdcoder.shared.memory import CodedNote
+from icdcoder.shared.memory import MemoryNote
 
 #: Log-odds are clipped to this bound: a feature, not a verdict.
 BOUND = 8.0
 
 
 class NoteClassifier:
-    def __init__(self, notes: Sequence[CodedNote], min_notes: int = 2, c: float = 4.0) -> None:
+    def __init__(self, notes: Sequence[MemoryNote], min_notes: int = 2, c: float = 4.0) -> None:
         if not notes:
             raise ValueError("a note classifier needs at least one coded note")
         self._tfidf = note_vectorizer(len(notes))

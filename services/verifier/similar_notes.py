@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from icdcoder.shared.memory import CodedNote
+from icdcoder.shared.memory import MemoryNote
 
 
 def note_vectorizer(notes: int) -> TfidfVectorizer:
@@ -24,7 +24,7 @@ def note_vectorizer(notes: int) -> TfidfVectorizer:
 
 
 class SimilarNotes:
-    def __init__(self, notes: Sequence[CodedNote], neighbours: int = 10) -> None:
+    def __init__(self, notes: Sequence[MemoryNote], neighbours: int = 10) -> None:
         if not notes:
             raise ValueError("similar notes need at least one coded note")
         self._codes = [note.codes for note in notes]

@@ -43,6 +43,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
 from icdcoder.services.verifier.prompts import PROMPT_VERSION, PromptTemplate, load_template
+from icdcoder.shared.errors import describe_validation
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.messages import (
     Candidate,
@@ -53,7 +54,7 @@ from icdcoder.shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
-from icdcoder.shared.settings import VerifierSettings
+from icdcoder.shared.settings import VllmConfig
 
 log = get_logger(__name__)
 
@@ -351,7 +352,7 @@ class VllmVerifier:
 
     def __init__(
         self,
-        settings: VerifierSettings,
+        config: VllmConfig,
         catalogue: CatalogueLookup,
         *,
         client: httpx.AsyncClient | None = None,
@@ -364,17 +365,17 @@ class VllmVerifier:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings = settings
-        self._url = settings.vllm_base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"Authorization": f"Bearer {settings.vllm_api_key.get_secret_value()}"}
-        timeout = httpx.Timeout(settings.vllm_timeout_s, connect=min(10.0, settings.vllm_timeout_s))
+        self._config = config
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"}
+        timeout = httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s))
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=timeout,
-            limits=httpx.Limits(max_connections=settings.vllm_max_concurrency),
+            limits=httpx.Limits(max_connections=config.max_concurrency),
         )
         self._timeout = timeout
-        self._semaphore = asyncio.Semaphore(settings.vllm_max_concurrency)
+        self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._prompts = PromptBuilder(
             template=load_template(prompt_version),
             catalogue=catalogue,
@@ -382,7 +383,7 @@ class VllmVerifier:
             max_candidates=max_candidates,
         )
         self._max_tokens = max_tokens
-        self._max_retries = settings.vllm_max_retries
+        self._max_retries = config.max_retries
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._sleep = sleep
@@ -394,7 +395,7 @@ class VllmVerifier:
         """Which backend, model and prompt; token counts are per note, on each result."""
         return VerifierInfo(
             backend=BACKEND,
-            model=self._settings.vllm_model,
+            model=self._config.model,
             prompt_version=self._prompts.template.version,
         )
 
@@ -458,7 +459,7 @@ class VllmVerifier:
         """The chat-completions request for one span (``model``: its reply model, if built)."""
         model = model or reply_model(prompt.codes)
         return {
-            "model": self._settings.vllm_model,
+            "model": self._config.model,
             "messages": [
                 {"role": "system", "content": prompt.system},
                 {"role": "user", "content": prompt.user},
@@ -567,10 +568,7 @@ class VllmVerifier:
 def _describe(exc: BaseException) -> str:
     """What failed, without the reply text (it may echo patient text)."""
     if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['type']}"
-            for err in exc.errors(include_url=False, include_input=False, include_context=False)
-        )
+        return describe_validation(exc, messages=False)
     return str(exc)
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis as sync_redis
 from redis.typing import EncodableT, FieldT
 
-from icdcoder.shared.bus import encode_entry, entry_payload
+from icdcoder.shared.bus.wire import encode_entry, entry_bytes
 from icdcoder.shared.messages import CodedNote, DeadLetter, NoteIn
 from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, STAGES
 from tests.conftest import flushed_redis
@@ -33,12 +33,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 REPO = Path(__file__).resolve().parents[2]
 #: ``icdcoder worker``: the bus subcommands as the ``icdcoder`` CLI runs them.
-WORKER = [sys.executable, "-m", "icdcoder.commands.bus", "worker"]
+WORKER = [sys.executable, "-m", "icdcoder", "worker"]
 NOTES_DIR = REPO.parent / "shared/data/codiesp/dev/text_files_en"
 URL = os.environ.get("ICDCODER_E2E_REDIS_URL", "redis://127.0.0.1:6379/15")
 RESULTS_TIMEOUT_S = 600.0
 #: A replacement worker reclaims what a dead one held once it has been idle this long.
-FAST_RECLAIM = {"ICDCODER_CLAIM_IDLE_MS": "3000", "ICDCODER_CLAIM_INTERVAL_S": "0.5"}
+FAST_RECLAIM = {"ICDCODER_BUS__CLAIM_IDLE_MS": "3000", "ICDCODER_BUS__CLAIM_INTERVAL_S": "0.5"}
 
 
 def notes(prefix: str, n: int = 50) -> list[NoteIn]:
@@ -66,8 +66,8 @@ class Workers:
                 cwd=REPO,
                 env={
                     **os.environ,
-                    "REDIS_URL": URL,
-                    "ICDCODER_CONSUMER_NAME": name,
+                    "ICDCODER_BUS__REDIS_URL": URL,
+                    "ICDCODER_BUS__CONSUMER_NAME": name,
                     "PYTHONPATH": str(REPO),
                     **env,
                 },
@@ -153,7 +153,7 @@ def xadd(db: sync_redis.Redis, stream: str, fields: dict[str, str]) -> None:
 
 def payloads(db: sync_redis.Redis, stream: str) -> list[str]:
     found = cast("list[tuple[bytes, dict[bytes, bytes]]]", db.xrange(stream))
-    return [entry_payload(fields) for _, fields in found]
+    return [entry_bytes(fields).decode() for _, fields in found]
 
 
 def results(db: sync_redis.Redis, prefix: str) -> list[CodedNote]:
@@ -285,7 +285,7 @@ def test_sigterm_lets_the_note_in_hand_finish_and_nothing_is_lost(
 
     stopping = workers.live("retriever")
     workers.signal(stopping, signal.SIGTERM)
-    assert stopping.wait(60) == 0
+    assert stopping.wait(60) == -signal.SIGTERM  # uvicorn re-raises the signal once stopped
     assert pending(db, "retriever") == 0  # the note in hand was finished and acked
     events = [line["event"] for line in workers.log(stopping)]
     assert events.index("worker_stopping") < events.index("worker_stopped")

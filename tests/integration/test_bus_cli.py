@@ -21,10 +21,12 @@ from typing import Any, cast
 import pytest
 import redis as sync_redis
 
-from icdcoder.shared.bus import StageSpec, StageWorker, entry_payload, serve
+from icdcoder.shared.bus.serve import serve_worker
+from icdcoder.shared.bus.wire import encode_entry, entry_bytes
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec, StageWorker
 from icdcoder.shared.logging import configure_logging
 from icdcoder.shared.messages import CodedNote, NoteIn, SegmentedNote
-from icdcoder.shared.settings import BusSettings
+from icdcoder.shared.settings import HttpConfig, Settings
 from icdcoder.shared.streams import CODES, NOTES, SPANS, STAGES
 from tests.conftest import flushed_redis
 from tests.integration.test_bus_redis import FAKES, TEST_URL
@@ -43,15 +45,15 @@ def fake_worker_main(stage: str, delay_s: float = 0.0) -> None:
         return await fake(note)
 
     spec: StageSpec[Any, Any] = StageSpec(
-        STAGES[stage], input_model, output_model, lambda: process, lambda _: {}
+        STAGES[stage], input_model, output_model, lambda _: LoadedStage(process), lambda _: {}
     )
     configure_logging("INFO", json=True, stream=sys.stdout)
-    asyncio.run(serve(StageWorker(spec, BusSettings()).app, port=0, host="127.0.0.1"))
+    asyncio.run(serve_worker(StageWorker(spec, Settings()), HttpConfig(port=0)))
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"REDIS_URL": TEST_URL, "PYTHONPATH": str(REPO)}, **extra)
+    env.update({"ICDCODER_BUS__REDIS_URL": TEST_URL, "PYTHONPATH": str(REPO)}, **extra)
     return env
 
 
@@ -72,7 +74,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         proc = subprocess.Popen(
             [sys.executable, "-c", code],
             cwd=REPO,
-            env=_env(ICDCODER_CONSUMER_NAME=f"{stage}-{len(started)}", **env),
+            env=_env(ICDCODER_BUS__CONSUMER_NAME=f"{stage}-{len(started)}", **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -93,7 +95,7 @@ def cli(
     *args: str, stdin: str | bytes | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "icdcoder.commands.bus", *args],
+        [sys.executable, "-m", "icdcoder", *args],
         cwd=REPO,
         env=_env(),
         input=stdin.decode() if isinstance(stdin, bytes) else stdin,
@@ -113,7 +115,7 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 def payloads(db: sync_redis.Redis, stream: str) -> list[str]:
     found = cast("list[tuple[bytes, dict[bytes, bytes]]]", db.xrange(stream))
-    return [entry_payload(fields) for _, fields in found]
+    return [entry_bytes(fields).decode() for _, fields in found]
 
 
 def pending(db: sync_redis.Redis, stage: str) -> int:
@@ -193,9 +195,9 @@ def test_status_reports_lengths_as_a_table_and_as_json(
 
 def test_status_without_redis_fails_with_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "icdcoder.commands.bus", "status"],
+        [sys.executable, "-m", "icdcoder", "status"],
         cwd=REPO,
-        env=_env(REDIS_URL="redis://127.0.0.1:1/0"),
+        env=_env(ICDCODER_BUS__REDIS_URL="redis://127.0.0.1:1/0"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -233,8 +235,6 @@ def test_submit_wait_times_out_with_the_missing_notes(db: sync_redis.Redis, tmp_
 
 
 def _submit_direct(db: sync_redis.Redis, note_ids: list[str]) -> None:
-    from icdcoder.shared.bus import encode_entry
-
     db.xgroup_create(NOTES, "segmenter", id="0", mkstream=True)
     for note_id in note_ids:
         db.xadd(NOTES, encode_entry(NoteIn(note_id=note_id, text="Asthma.")))
@@ -250,7 +250,8 @@ def test_sigterm_lets_the_message_in_hand_finish_and_ack(
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=30)
 
-    assert worker.returncode == 0, output
+    # uvicorn re-raises the signal once stopped: the conventional exit of a SIGTERMed server
+    assert worker.returncode == -signal.SIGTERM, output
     assert [SegmentedNote.model_validate_json(p).note_id for p in payloads(db, SPANS)] == ["first"]
     assert pending(db, "segmenter") == 0
     assert db.xlen(NOTES) == 2  # not started: left for the next worker
@@ -263,7 +264,7 @@ def test_kill_9_mid_run_then_a_new_worker_gives_every_note_exactly_one_result(
 ) -> None:
     note_ids = [f"n{i:02d}" for i in range(12)]
     _submit_direct(db, note_ids)
-    fast = {"ICDCODER_CLAIM_IDLE_MS": "500", "ICDCODER_CLAIM_INTERVAL_S": "0.1"}
+    fast = {"ICDCODER_BUS__CLAIM_IDLE_MS": "500", "ICDCODER_BUS__CLAIM_INTERVAL_S": "0.1"}
     for stage in ("segmenter", "verifier", "aggregator"):
         spawn(stage, **fast)
     victim = spawn("retriever", delay_s=0.2, **fast)
@@ -282,15 +283,77 @@ def test_kill_9_mid_run_then_a_new_worker_gives_every_note_exactly_one_result(
     assert all(pending(db, stage) == 0 for stage in STAGES)
 
 
-def test_a_worker_whose_group_is_deleted_exits_non_zero_for_a_restart(
+def test_a_worker_whose_group_is_deleted_recreates_it_and_goes_on(
     db: sync_redis.Redis, spawn: Callable[..., subprocess.Popen[str]]
 ) -> None:
     _submit_direct(db, ["one"])
-    worker = spawn("segmenter")
+    worker = spawn("segmenter", ICDCODER_BUS__CLAIM_INTERVAL_S="0.2")
     wait_for(lambda: db.xlen(SPANS) == 1)
 
     db.delete(NOTES)  # e.g. Redis restarted without persistence: the group is gone
+    wait_for(lambda: _has_group(db, NOTES, "segmenter"))
+    db.xadd(NOTES, encode_entry(NoteIn(note_id="two", text="Asthma.")))
+    wait_for(lambda: db.xlen(SPANS) == 2)
 
-    output, _ = worker.communicate(timeout=60)
-    assert worker.returncode != 0
-    assert "subscriber stopped" in output
+    assert worker.poll() is None  # still running
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    lost = [e for e in events if e["event"] == "bus_streams_lost"]
+    assert lost and f"{NOTES}:segmenter" in lost[0]["recreated"]
+    assert lost[0]["level"] == "error"
+
+
+def _has_group(db: sync_redis.Redis, stream: str, group: str) -> bool:
+    try:
+        groups = db.xinfo_groups(stream)
+    except sync_redis.ResponseError:
+        return False
+    return any(g["name"].decode() == group for g in groups)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--timeout", "nan"], "--timeout: must be a finite number above 0"),
+        (["--timeout", "inf"], "--timeout: must be a finite number above 0"),
+        (["--timeout", "-5"], "--timeout: must be a finite number above 0"),
+        (["--id", ""], "invalid note id ''"),
+        (["--id", "has space"], "invalid note id 'has space'"),
+    ],
+    ids=["nan", "inf", "negative", "empty-id", "bad-id"],
+)
+def test_submit_bad_options_are_one_line_errors(
+    db: sync_redis.Redis, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    (tmp_path / "n.txt").write_text("Asthma.")
+    result = cli("submit", "--wait", *args, str(tmp_path / "n.txt"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.exists(NOTES) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("foo://bar", "must start with redis://"),
+        ("redis://:s3cret-pw@localhost:abc/0", "port is not a number"),
+        ("redis://:s3cret-pw@localhost:6379/zero", "database must be a number"),
+    ],
+)
+def test_a_malformed_redis_url_is_one_line_naming_the_variable_not_the_password(
+    url: str, expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "icdcoder", "status"],
+        cwd=REPO,
+        env=_env(ICDCODER_BUS__REDIS_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "ICDCODER_BUS__REDIS_URL" in result.stderr and expected in result.stderr
+    assert "s3cret-pw" not in result.stderr

@@ -12,25 +12,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+import httpx
 import pytest
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT, FieldT
 
-from icdcoder.shared.bus import (
-    DEAD_LETTER_COUNTS,
-    RedisOutbox,
-    ResultFollower,
-    StageSpec,
-    StageWorker,
-    _http_exchange,
-    bus_status,
-    encode_entry,
-    ensure_groups,
-    entry_payload,
-    submit_notes,
-)
+from icdcoder.shared.bus.admin import ensure_groups
+from icdcoder.shared.bus.client import ResultFollower, bus_status, submit_notes
+from icdcoder.shared.bus.outbox import DEAD_LETTER_COUNTS, RedisOutbox
+from icdcoder.shared.bus.wire import encode_entry, entry_bytes
+from icdcoder.shared.bus.worker import LoadedStage, StageSpec, StageWorker
 from icdcoder.shared.messages import (
     CodedNote,
     DeadLetter,
@@ -40,7 +33,7 @@ from icdcoder.shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
-from icdcoder.shared.settings import BusSettings
+from icdcoder.shared.settings import BusConfig, Settings
 from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, SPANS, STAGES
 
 pytestmark = pytest.mark.redis
@@ -65,16 +58,16 @@ async def redis() -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-def bus_settings(consumer: str, **overrides: Any) -> BusSettings:
+def bus_settings(consumer: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "REDIS_URL": TEST_URL,
+        "redis_url": TEST_URL,
         "consumer_name": consumer,
         "claim_idle_ms": 60_000,
         "claim_interval_s": 0.05,
         "max_deliveries": 5,
     }
     values.update(overrides)
-    return BusSettings.model_validate(values)
+    return Settings().with_section(bus=BusConfig.model_validate(values))
 
 
 # Fake cores: each passes the note on with an empty layer of its own.
@@ -124,7 +117,7 @@ def fake_worker(
     input_model, output_model, default = FAKES[stage]
     core = process or default
     spec: StageSpec[Any, Any] = StageSpec(
-        STAGES[stage], input_model, output_model, lambda: core, lambda _: {}
+        STAGES[stage], input_model, output_model, lambda _: LoadedStage(core), lambda _: {}
     )
     return StageWorker(spec, bus_settings(consumer, **settings))
 
@@ -155,7 +148,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20
 
 async def entries(redis: Redis, stream: str) -> list[str]:
     found = cast("list[tuple[bytes, dict[bytes, bytes]]]", await redis.xrange(stream))
-    return [entry_payload(fields) for _, fields in found]
+    return [entry_bytes(fields).decode() for _, fields in found]
 
 
 async def xadd(redis: Redis, stream: str, fields: Mapping[str, str]) -> None:
@@ -421,16 +414,9 @@ async def _status_is(worker: StageWorker[Any, Any], path: str, code: int) -> boo
 
 
 async def _get_status(worker: StageWorker[Any, Any], path: str) -> int:
-    server = await asyncio.start_server(
-        lambda r, w: _http_exchange(worker.app, r, w), "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
-    response = await reader.read()
-    writer.close()
-    server.close()
-    return int(response.split()[1])
+    transport = httpx.ASGITransport(app=worker.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        return (await client.get(path)).status_code
 
 
 async def test_stale_consumers_are_pruned_but_not_those_holding_messages(redis: Redis) -> None:
@@ -439,7 +425,7 @@ async def test_stale_consumers_are_pruned_but_not_those_holding_messages(redis: 
     await redis.xgroup_createconsumer(NOTES, "segmenter", "gone")  # holds nothing
     worker = fake_worker("segmenter", "me", claim_idle_ms=1)
     await asyncio.sleep(0.05)
-    removed = await worker.prune_consumers(redis)
+    removed = await worker.maintenance.prune_consumers(redis)
     assert removed == ["gone"]
     names = {c["name"].decode() for c in await redis.xinfo_consumers(NOTES, "segmenter")}
     assert names == {"holder"}

@@ -4,13 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.retriever.adapters import (
-    SentenceTransformerEncoder,
-    default_model_path,
-    load_or_build_index,
-)
+from icdcoder.services.retriever.encoder import SentenceTransformerEncoder
+from icdcoder.services.retriever.vector_cache import load_or_build_index
 from icdcoder.shared.catalogue import Catalogue, CodeInfo
-from icdcoder.shared.settings import RetrieverSettings
+from icdcoder.shared.pack import load_pack
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +26,13 @@ def tiny_catalogue(extra: str = "") -> Catalogue:
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceTransformerEncoder:
-    return SentenceTransformerEncoder(default_model_path(), device="cpu")
+    return SentenceTransformerEncoder(load_pack().model_path(), device="cpu")
 
 
 def test_build_reuse_rebuild(tmp_path: Path, encoder: SentenceTransformerEncoder) -> None:
-    settings = RetrieverSettings(cache_dir=tmp_path)
-    first = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    first = load_or_build_index(tiny_catalogue(), encoder, tmp_path, progress=None)
     assert first.built and first.index.size == 3
-    again = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    again = load_or_build_index(tiny_catalogue(), encoder, tmp_path, progress=None)
     assert not again.built and again.directory == first.directory
 
     query = encoder.encode(["high blood pressure"])
@@ -45,11 +41,27 @@ def test_build_reuse_rebuild(tmp_path: Path, encoder: SentenceTransformerEncoder
     assert scores[0][0] > scores[0][1]
 
     (first.directory / "index.faiss").write_bytes(b"garbage")
-    healed = load_or_build_index(tiny_catalogue(), encoder, settings, progress=None)
+    healed = load_or_build_index(tiny_catalogue(), encoder, tmp_path, progress=None)
     assert healed.built and healed.index.size == 3
 
-    changed = load_or_build_index(tiny_catalogue(" NOS"), encoder, settings, progress=None)
+    changed = load_or_build_index(tiny_catalogue(" NOS"), encoder, tmp_path, progress=None)
     assert changed.built and changed.directory != first.directory
+
+
+def test_a_pack_s_prebuilt_vectors_are_used_when_their_key_matches(
+    tmp_path: Path, encoder: SentenceTransformerEncoder
+) -> None:
+    built = load_or_build_index(tiny_catalogue(), encoder, tmp_path / "a", progress=None)
+    pack_vectors = tmp_path / "pack-vectors"
+    built.directory.rename(pack_vectors)
+    reused = load_or_build_index(
+        tiny_catalogue(), encoder, tmp_path / "b", prebuilt=pack_vectors, progress=None
+    )
+    assert not reused.built and reused.directory == pack_vectors
+    other = load_or_build_index(
+        tiny_catalogue(" NOS"), encoder, tmp_path / "b", prebuilt=pack_vectors, progress=None
+    )
+    assert other.built and other.directory != pack_vectors  # another key: not the pack's
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:

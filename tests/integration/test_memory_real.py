@@ -4,17 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.retriever.adapters import (
-    SentenceTransformerEncoder,
-    default_model_path,
-    load_example_index,
-    load_or_build_index,
-)
+from icdcoder.services.retriever.adapters import example_index
 from icdcoder.services.retriever.core import Retriever
+from icdcoder.services.retriever.encoder import SentenceTransformerEncoder
+from icdcoder.services.retriever.vector_cache import load_or_build_index
 from icdcoder.shared.catalogue import Catalogue, CodeInfo
-from icdcoder.shared.memory import Example, write_examples
+from icdcoder.shared.memory import Example, load_memory, write_examples
 from icdcoder.shared.messages import SegmentedNote
-from icdcoder.shared.settings import RetrieverSettings
+from icdcoder.shared.pack import load_pack
 from tests.fakes import make_span
 
 pytestmark = pytest.mark.slow
@@ -34,7 +31,7 @@ def catalogue() -> Catalogue:
 
 
 def test_memory_is_cached_and_votes_for_its_codes(tmp_path: Path) -> None:
-    encoder = SentenceTransformerEncoder(default_model_path(), device="cpu")
+    encoder = SentenceTransformerEncoder(load_pack().model_path(), device="cpu")
     memory_file = tmp_path / "memory.jsonl"
     write_examples(
         memory_file,
@@ -45,13 +42,14 @@ def test_memory_is_cached_and_votes_for_its_codes(tmp_path: Path) -> None:
             Example(code="X00.0", text="a retired code", source="t:4"),
         ],
     )
-    settings = RetrieverSettings(cache_dir=tmp_path / "cache", memory_path=memory_file)
     cat = catalogue()
-    memory = load_example_index(settings, cat, encoder)
-    assert memory is not None and list(memory.rows.codes) == ["R59.9", "R59.9", "I10"]
+    loaded = load_memory(memory_file, cat)
+    assert loaded.dropped_codes == ("X00.0",)
+    memory = example_index(loaded, encoder, tmp_path / "cache", neighbours=10)
+    assert list(memory.rows.codes) == ["R59.9", "R59.9", "I10"]
     assert len(list((tmp_path / "cache").glob("memory-*.npy"))) == 1  # cached for next time
 
-    bundle = load_or_build_index(cat, encoder, settings, progress=None)
+    bundle = load_or_build_index(cat, encoder, tmp_path / "cache", progress=None)
     descriptions = {code: info.description for code, info in cat.codes.items()}
     text = "CT showed several adenopathies."
     note = SegmentedNote(note_id="n", text=text, spans=[make_span("several adenopathies", text)])

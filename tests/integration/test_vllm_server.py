@@ -18,7 +18,7 @@ import pytest
 from icdcoder.services.verifier.prompts import PROMPT_VERSION
 from icdcoder.services.verifier.vllm_backend import VllmVerifier
 from icdcoder.shared.messages import Candidate, NoteIn, RetrievedNote, SpanCandidates
-from icdcoder.shared.settings import VerifierSettings
+from icdcoder.shared.settings import Settings, VllmConfig
 from tests.fakes import make_span
 from tests.vllm_server import LocalVllmServer, local_vllm_server, not_prepared_reason
 
@@ -47,7 +47,7 @@ def retrieved() -> list[RetrievedNote]:
         pytest.skip(f"CodiEsp notes not found: {NOTES_DIR}")
     from icdcoder.bootstrap import build_pipeline
 
-    pipeline = build_pipeline(verifier=VerifierSettings(backend="similarity"), progress=None)
+    pipeline = build_pipeline(Settings(), progress=None)
     notes: list[RetrievedNote] = []
     for path in sorted(NOTES_DIR.glob("*.txt"))[:N_NOTES]:
         note = NoteIn(note_id=path.stem, text=path.read_text("utf-8"))
@@ -62,16 +62,15 @@ def retrieved() -> list[RetrievedNote]:
 async def verifier(server: LocalVllmServer) -> AsyncIterator[VllmVerifier]:
     from icdcoder.shared.catalogue import load_catalogue
 
-    settings = VerifierSettings(
-        backend="vllm",
-        vllm_base_url=server.base_url,
-        vllm_model=server.model,
-        vllm_timeout_s=120.0,
-        vllm_max_concurrency=8,
-        vllm_max_retries=0,  # a malformed reply fails the test instead of being retried
+    config = VllmConfig(
+        base_url=server.base_url,
+        model=server.model,
+        timeout_s=120.0,
+        max_concurrency=8,
+        max_retries=0,  # a malformed reply fails the test instead of being retried
     )
     v = VllmVerifier(
-        settings, load_catalogue(), max_candidates=6, prompt_token_budget=800, max_tokens=160
+        config, load_catalogue(), max_candidates=6, prompt_token_budget=800, max_tokens=160
     )
     try:
         yield v

@@ -3,8 +3,15 @@ from typing import Literal
 from icdcoder.services.aggregator.core import Aggregator
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.context import context_reason
-from icdcoder.shared.messages import Span, SpanCandidates, Verdict, VerifiedNote, VerifierInfo
-from icdcoder.shared.settings import AggregatorSettings
+from icdcoder.shared.messages import (
+    Candidate,
+    Span,
+    SpanCandidates,
+    Verdict,
+    VerifiedNote,
+    VerifierInfo,
+)
+from icdcoder.shared.settings import AggregatorConfig
 from tests.fakes import make_span
 
 NOTE = (
@@ -37,12 +44,18 @@ def run(
         note_id="n1",
         text=text,
         catalogue_version="icd10cm-2026",
-        items=[SpanCandidates(span=s, candidates=[]) for s in spans],
+        items=[SpanCandidates(span=s, candidates=candidates(s, verdicts)) for s in spans],
         verdicts=verdicts,
         verifier=VerifierInfo(backend="test"),
     )
-    settings = AggregatorSettings(include_review=include_review, combine=combine, **rules)
-    return Aggregator(catalogue, settings).aggregate(note)
+    config = AggregatorConfig(include_review=include_review, combine=combine, **rules)
+    return Aggregator(catalogue, config).aggregate(note)
+
+
+def candidates(span: Span, verdicts: list[Verdict]) -> list[Candidate]:
+    """The span's candidates: the codes its verdicts name (a verifier chooses among them)."""
+    codes = dict.fromkeys(v.code for v in verdicts if v.span_id == span.span_id)
+    return [Candidate(code=c, description=c, score=0.5, matched=c) for c in codes]
 
 
 def test_context_reasons() -> None:

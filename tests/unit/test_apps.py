@@ -6,6 +6,7 @@ Real Redis (the commit script, reclaiming, groups) is covered in tests/integrati
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import logging
 from collections.abc import Callable, Iterator, MutableMapping
@@ -13,19 +14,17 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from faststream.redis import TestRedisBroker
 from pydantic import BaseModel, ValidationError
 
-from icdcoder.shared.bus import (
-    Outbox,
-    StageWorker,
-    _http_exchange,
-    describe_error,
-    entry_payload,
-    guess_note_id,
-)
+from icdcoder.shared.bus.docs import ASYNCAPI_CSS, ASYNCAPI_JS
+from icdcoder.shared.bus.outbox import Outbox
+from icdcoder.shared.bus.wire import entry_bytes, guess_note_id, payload_of
+from icdcoder.shared.bus.worker import LoadedStage, StageWorker
+from icdcoder.shared.errors import describe_error
 from icdcoder.shared.messages import (
     Candidate,
     CodedNote,
@@ -40,6 +39,7 @@ from icdcoder.shared.messages import (
     VerifiedNote,
     VerifierInfo,
 )
+from icdcoder.shared.settings import Settings
 from icdcoder.shared.streams import CANDIDATES, CODES, NOTES, SPANS, VERDICTS, Stage
 from tests.fakes import make_span
 
@@ -204,7 +204,7 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 def _worker(case: Case) -> tuple[ModuleType, StageWorker[Any, Any]]:
     module = importlib.import_module(case.module)
-    worker: StageWorker[Any, Any] = module.worker
+    worker: StageWorker[Any, Any] = StageWorker(module.SPEC, Settings(), reclaim=False)
     return module, worker
 
 
@@ -223,7 +223,7 @@ async def test_valid_message_is_processed_and_committed_to_the_next_stream(
 ) -> None:
     module, worker = _worker(case)
     core, outbox = FakeCore(case.fake), MemoryOutbox()
-    worker.bind(core, outbox)
+    worker.bind(LoadedStage(core), outbox)
     message = case.make_input("note-1")
 
     async with TestRedisBroker(worker.broker) as broker:
@@ -256,7 +256,7 @@ async def test_malformed_message_is_dead_lettered_with_its_reason_and_the_stage_
 ) -> None:
     _, worker = _worker(case)
     core, outbox = FakeCore(case.fake), MemoryOutbox()
-    worker.bind(core, outbox)
+    worker.bind(LoadedStage(core), outbox)
 
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish(payload, stream=case.source)
@@ -280,7 +280,7 @@ async def test_core_value_error_dead_letters_without_retry(
     _, worker = _worker(case)
     core = FakeCore(case.fake, error=ValueError(f"cannot code {SECRET_WORD}"))
     outbox = MemoryOutbox()
-    worker.bind(core, outbox)
+    worker.bind(LoadedStage(core), outbox)
 
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish(case.make_input("bad").model_dump(mode="json"), stream=case.source)
@@ -300,7 +300,7 @@ async def test_other_core_errors_leave_the_message_pending_for_a_retry(
 ) -> None:
     _, worker = _worker(case)
     core, outbox = FakeCore(case.fake, error=RuntimeError("backend down")), MemoryOutbox()
-    worker.bind(core, outbox)
+    worker.bind(LoadedStage(core), outbox)
 
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish(case.make_input("n").model_dump(mode="json"), stream=case.source)
@@ -315,7 +315,7 @@ async def test_a_commit_that_finds_the_entry_already_acked_is_a_duplicate(
     logs: list[MutableMapping[str, Any]],
 ) -> None:
     _, worker = _worker(CASES[0])
-    worker.bind(FakeCore(_segmented), MemoryOutbox(acked=True))
+    worker.bind(LoadedStage(FakeCore(_segmented)), MemoryOutbox(acked=True))
 
     async with TestRedisBroker(worker.broker) as broker:
         await broker.publish(_note("n").model_dump(mode="json"), stream=NOTES)
@@ -337,7 +337,7 @@ async def test_one_note_at_a_time_per_worker() -> None:
         return _segmented(note)
 
     outbox = MemoryOutbox()
-    worker.bind(slow, outbox)
+    worker.bind(LoadedStage(slow), outbox)
     async with TestRedisBroker(worker.broker) as broker:
         await asyncio.gather(
             *(
@@ -357,36 +357,48 @@ def test_validation_errors_are_described_without_their_input() -> None:
     assert "bad id" not in described and SECRET_WORD not in described
 
 
-def test_entry_payload_and_note_id_of_malformed_entries() -> None:
-    assert entry_payload({b"__data__": b'{"note_id": "a"}'}) == '{"note_id": "a"}'
-    assert entry_payload({b"note_id": b"a"}) == '{"note_id": "a"}'
+def test_entry_bytes_and_note_id_of_malformed_entries() -> None:
+    assert entry_bytes({b"__data__": b'{"note_id": "a"}'}) == b'{"note_id": "a"}'
+    assert entry_bytes({b"note_id": b"a"}) == b'{"note_id": "a"}'
     assert guess_note_id('{"note_id": "a-1", "text": 3}') == "a-1"
     assert guess_note_id('{"note_id": "has space"}') is None
     assert guess_note_id("[1, 2]") is None
     assert guess_note_id("{oops") is None
+    # no JSON parser runs: deep nesting cannot exhaust the recursion limit
+    assert guess_note_id("[" * 100_000 + "]" * 100_000) is None
+    assert guess_note_id(b'{"note_id": "b-2", "text": "\xff\xfe"}') == "b-2"
 
 
-async def _get(app: Any, path: str) -> tuple[int, bytes]:
-    server = await asyncio.start_server(lambda r, w: _http_exchange(app, r, w), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    response = await reader.read()
-    writer.close()
-    server.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+def test_payloads_that_are_not_utf8_are_kept_as_base64() -> None:
+    raw = b'{"note_id": "x", "text": "caf\xe9"}'  # Latin-1, not UTF-8
+    payload = payload_of(raw)
+    assert payload.encoding == "base64" and base64.b64decode(payload.text) == raw
+    assert payload_of(b'{"a": 1}').encoding == "utf-8"
 
 
-async def test_health_routes_answer_over_http() -> None:
+async def _get(app: Any, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        return await client.get(path)
+
+
+async def test_health_metrics_and_docs_routes() -> None:
     _, worker = _worker(CASES[0])
-    assert (await _get(worker.app, "/healthz/live"))[0] == 204
-    # Not connected to Redis: not ready.
-    assert (await _get(worker.app, "/healthz/ready"))[0] == 500
-    assert (await _get(worker.app, "/nowhere"))[0] == 404
-    status, body = await _get(worker.app, "/asyncapi.json")
-    assert status == 200 and b"SegmentedNote" in body
+    assert (await _get(worker.app, "/healthz/live")).status_code == 204
+    # No core loaded, not connected to Redis: not ready.
+    assert (await _get(worker.app, "/healthz/ready")).status_code == 503
+    assert (await _get(worker.app, "/nowhere")).status_code == 404
+    spec = await _get(worker.app, "/asyncapi.json")
+    assert spec.status_code == 200 and b"SegmentedNote" in spec.content
+    # the page works offline: its viewer is served by the worker, from no CDN
+    page = (await _get(worker.app, "/asyncapi")).text
+    assert ASYNCAPI_JS in page and ASYNCAPI_CSS in page
+    assert "unpkg.com" not in page and "jsdelivr" not in page
+    script = await _get(worker.app, ASYNCAPI_JS)
+    assert script.status_code == 200 and len(script.content) > 1_000_000
+    assert script.headers["content-type"].startswith("text/javascript")
+    metrics = await _get(worker.app, "/metrics")
+    assert metrics.status_code == 200 and "icdcoder_messages_total" in metrics.text
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

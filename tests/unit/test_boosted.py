@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from icdcoder.services.verifier.backends import make_verifier
 from icdcoder.services.verifier.boosted import BoostedTrees, export_sklearn
-from icdcoder.services.verifier.core import NOTE_FEATURES, SimilarityVerifier
+from icdcoder.services.verifier.note_model import NOTE_FEATURES
+from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.settings import VerifierSettings
+from tests.fakes import verifier_from
 
 # one split on feature 1 at 0.5, then a split on feature 0 at 2.0 on the right
 STUMPS = {
@@ -77,13 +77,13 @@ def test_a_weights_file_with_trees_gives_the_verifier_a_tree_reranker(
     }
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps(span_weights | {"note": note}))
-    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    chosen = verifier_from(weights, catalogue)
     assert isinstance(chosen, SimilarityVerifier)
-    assert isinstance(chosen.note_weights, BoostedTrees)
-    assert chosen.note_weights.confidences([[0.0] * len(NOTE_FEATURES)]) == [
+    assert isinstance(chosen.note_model, BoostedTrees)
+    assert chosen.note_model.confidences([[0.0] * len(NOTE_FEATURES)]) == [
         pytest.approx(1 / (1 + math.exp(-0.75)))
     ]
     assert chosen.accept_threshold == 0.4 and chosen.max_codes_per_note == 30
     weights.write_text(json.dumps(span_weights | {"note": note | {"features": ["best"]}}))
     with pytest.raises(ValueError, match="other features"):
-        make_verifier(VerifierSettings(weights_path=weights), catalogue)
+        verifier_from(weights, catalogue)

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.shared.catalogue import Catalogue, CatalogueError, load_index_terms, parse_refs
+from icdcoder.shared.catalogue import Catalogue, CatalogueError, parse_refs
+from icdcoder.shared.index_terms import read_index_csv, resolve_index_code
 from tests.conftest import INDEX_CSV, require
 
 
@@ -60,20 +61,32 @@ def test_retrieval_texts_skip_seventh_character_codes(catalogue: Catalogue) -> N
 
 
 def test_index_enrichment(catalogue: Catalogue) -> None:
-    terms = load_index_terms(require(INDEX_CSV), catalogue)
+    loaded = read_index_csv(require(INDEX_CSV), catalogue)
+    terms = loaded.texts
     assert "Hypertension, hypertensive, cardiorenal, with heart failure" in terms["I13.0"]
     assert any(t.startswith("History, personal, calculi") for t in terms["Z87.442"])
     # every code the index names is a catalogue code, never a 7th-character extension
     assert all(code in catalogue.codes and len(code.replace(".", "")) < 7 for code in terms)
+    # the FY2025 index against the FY2026 tabular list: some codes mapped, few dropped
+    assert loaded.mapped > 0 and 0 <= loaded.dropped < loaded.mapped
+    assert loaded.source == INDEX_CSV.name
+
+
+def test_index_codes_map_to_their_longest_valid_prefix(catalogue: Catalogue) -> None:
+    assert resolve_index_code("E11.9", catalogue) == "E11.9"
+    assert resolve_index_code("E11.-", catalogue) == "E11"
+    assert resolve_index_code("S72.001A", catalogue) == "S72.001"  # 7th character: its parent
+    assert resolve_index_code("E11.98", catalogue) == "E11.9"  # not in FY2026: its parent
+    assert resolve_index_code("ZZZ", catalogue) is None
 
 
 def test_index_missing_or_malformed(tmp_path: Path, catalogue: Catalogue) -> None:
     with pytest.raises(CatalogueError, match="not found"):
-        load_index_terms(tmp_path / "missing.csv", catalogue)
+        read_index_csv(tmp_path / "missing.csv", catalogue)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(CatalogueError, match="not a flattened"):
-        load_index_terms(bad, catalogue)
+        read_index_csv(bad, catalogue)
 
 
 def test_categories_named_like_their_block_are_codes(catalogue: Catalogue) -> None:

@@ -337,7 +337,7 @@ def test_eval_command_runs_and_writes_reports(
         tmp_path / "codiesp", {"c1": "Diabetes.", "c2": "Fever."}, "c1\te11.9\nc2\tr50.9\n"
     )
     pipeline = FakePipeline(answers={"c1": [("E11.9", 0.9)]}, candidates={"c1": [["E11.9"]]})
-    monkeypatch.setattr(eval_command, "build", lambda args, retriever: (pipeline, always_valid))
+    monkeypatch.setattr(eval_command, "build", lambda settings: (pipeline, always_valid))
     out = tmp_path / "reports"
     args = parse(["eval", "--data", str(data), "--split", "dev", "--limit", "2"])
     args.out, args.no_progress = out, True

@@ -14,19 +14,13 @@ from icdcoder.services.retriever.core import (
     memory_hits,
     merge_memory,
 )
-from icdcoder.services.verifier.core import (
-    FEATURES,
-    SimilarityVerifier,
-    SimilarityWeights,
-    features,
-    justify,
-    note_support,
-)
+from icdcoder.services.verifier.justify import justify
+from icdcoder.services.verifier.span_model import FEATURES, SpanWeights, features, note_support
 from icdcoder.shared.catalogue import Catalogue, CodeInfo
 from icdcoder.shared.memory import (
-    CodedNote,
     Example,
     ExampleMemoryError,
+    MemoryNote,
     load_memory,
     read_examples,
     write_examples,
@@ -71,8 +65,8 @@ def test_coded_notes_share_the_memory_file_and_keep_only_catalogue_codes(tmp_pat
         path,
         [
             Example(code="R52", text="painful", source="case-2"),
-            CodedNote(codes=("r52", "Z99.99", "R52"), text="Pain all over.", source="case-2"),
-            CodedNote(codes=("Z99.99",), text="Only a retired code.", source="case-3"),
+            MemoryNote(codes=("r52", "Z99.99", "R52"), text="Pain all over.", source="case-2"),
+            MemoryNote(codes=("Z99.99",), text="Only a retired code.", source="case-3"),
         ],
     )
     loaded = load_memory(path, CATALOGUE)
@@ -86,9 +80,9 @@ def test_similar_notes_vote_with_their_codes_and_can_leave_one_out() -> None:
     from icdcoder.services.verifier.similar_notes import SimilarNotes
 
     notes = [
-        CodedNote(codes=("N20.0",), text="Renal colic from a kidney stone.", source="a"),
-        CodedNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
-        CodedNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
+        MemoryNote(codes=("N20.0",), text="Renal colic from a kidney stone.", source="a"),
+        MemoryNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
+        MemoryNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
     ]
     similar = SimilarNotes(notes, neighbours=2)
     votes = similar.votes("A stone in the left kidney, and hematuria.")
@@ -105,10 +99,10 @@ def test_note_classifier_learns_codes_carried_by_enough_notes() -> None:
 
     kidney = "Renal colic from a kidney stone, hematuria on urinalysis."
     notes = [
-        CodedNote(codes=("N20.0",), text=kidney, source="a"),
-        CodedNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
-        CodedNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
-        CodedNote(codes=("J18.9",), text="Pneumonia with fever and cough.", source="d"),
+        MemoryNote(codes=("N20.0",), text=kidney, source="a"),
+        MemoryNote(codes=("N20.0", "R31.9"), text="Kidney stone with hematuria.", source="b"),
+        MemoryNote(codes=("J18.9",), text="Cough, fever and pneumonia.", source="c"),
+        MemoryNote(codes=("J18.9",), text="Pneumonia with fever and cough.", source="d"),
     ]
     classifier = NoteClassifier(notes, min_notes=2)
     # R31.9 is carried by one note only: no model, so no vote
@@ -119,7 +113,7 @@ def test_note_classifier_learns_codes_carried_by_enough_notes() -> None:
     assert lung_votes["J18.9"] > 0 > lung_votes["N20.0"]
     assert all(abs(v) <= BOUND for v in (*kidney_votes.values(), *lung_votes.values()))
     # a code every note carries has nothing to learn from
-    assert NoteClassifier([CodedNote(codes=("I10",), text="Hypertension.")]).votes("x") == {}
+    assert NoteClassifier([MemoryNote(codes=("I10",), text="Hypertension.")]).votes("x") == {}
     with pytest.raises(ValueError):
         NoteClassifier([])
 
@@ -198,9 +192,9 @@ def test_support_counts_other_spans_and_memory_features_reach_the_score() -> Non
     remembered = a.model_copy(update={"memory_score": 0.9, "memory_votes": 4})
     g = dict(zip(FEATURES, features("pain", [remembered, b], 0, counts), strict=True))
     assert g["memory_score"] == 0.9 and g["memory_votes"] == 4.0
-    verifier = SimilarityVerifier(weights=SimilarityWeights(memory_votes=1.0))
-    plain = verifier.confidence(features("pain", [a, b], 0, counts))
-    assert verifier.confidence(features("pain", [remembered, b], 0, counts)) > plain
+    weights = SpanWeights(memory_votes=1.0)
+    plain = weights.confidence(features("pain", [a, b], 0, counts))
+    assert weights.confidence(features("pain", [remembered, b], 0, counts)) > plain
 
 
 def test_memory_justification_does_not_repeat_another_notes_text() -> None:
@@ -219,10 +213,10 @@ def test_memory_justification_does_not_repeat_another_notes_text() -> None:
 
 
 def test_weights_json_needs_the_score_features_and_defaults_the_rest() -> None:
-    plain = SimilarityWeights.from_json('{"bias": -1, "score": 2, "coverage": 3, "margin": 4}')
+    plain = SpanWeights.from_dict({"bias": -1, "score": 2, "coverage": 3, "margin": 4})
     assert plain.memory_votes == 0.0 and plain.support == 0.0
     with pytest.raises(ValueError, match="lack margin"):
-        SimilarityWeights.from_json('{"bias": -1, "score": 2, "coverage": 3}')
+        SpanWeights.from_dict({"bias": -1, "score": 2, "coverage": 3})
 
 
 def test_read_x_keeps_diagnoses_with_their_first_offset(tmp_path: Path) -> None:
@@ -347,11 +341,11 @@ def test_missing_memory_file_is_one_error_line(
 ) -> None:
     from icdcoder.cli import main
 
-    note = tmp_path / "note.txt"
-    note.write_text("Hypertension.")
-    assert main(["code", "--memory", str(tmp_path / "none.jsonl"), str(note)]) == 2
+    pack = ["pack", "build", "--name", "t", "--out", str(tmp_path / "pack")]
+    assert main([*pack, "--memory", str(tmp_path / "none.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"icdcoder: error: example memory not found: {tmp_path / 'none.jsonl'}"]
+    assert not (tmp_path / "pack").exists()  # nothing half-built is left
 
 
 def test_malformed_memory_file_is_one_error_line(
@@ -361,8 +355,7 @@ def test_malformed_memory_file_is_one_error_line(
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"code": "R52", "text": "pain"}\nnot json\n')
-    note = tmp_path / "note.txt"
-    note.write_text("Hypertension.")
-    assert main(["code", "--memory", str(bad), str(note)]) == 2
+    pack = ["pack", "build", "--name", "t", "--out", str(tmp_path / "pack")]
+    assert main([*pack, "--memory", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"icdcoder: error: {bad}:2: not a memory example")

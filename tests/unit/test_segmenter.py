@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.segmenter.core import (
-    EmptyNoteError,
-    NoteTooLargeError,
-    Segmenter,
-    as_phrases,
-    context_rules,
-)
+from icdcoder.services.segmenter.core import Segmenter, as_phrases, context_rules
 from icdcoder.shared.messages import NoteIn, SegmentedNote
-from icdcoder.shared.settings import SegmenterSettings
+from icdcoder.shared.notes import EmptyNoteError, NoteTooLargeError
+from icdcoder.shared.settings import SegmenterConfig
 
 CODIESP_DEV_EN = (
     Path(__file__).resolve().parents[2].parent / "shared/data/codiesp/dev/text_files_en"
@@ -75,7 +70,7 @@ NOTES = [DISCHARGE, BULLETS, CASE_REPORT]
 
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
-    return Segmenter(SegmenterSettings(max_note_chars=5_000))
+    return Segmenter(SegmenterConfig(max_note_chars=5_000))
 
 
 def segment(segmenter: Segmenter, text: str) -> SegmentedNote:

@@ -5,19 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.verifier.backends import make_verifier
-from icdcoder.services.verifier.core import (
-    NO_SIBLING,
-    NOTE_FEATURES,
-    NoteWeights,
-    SimilarityVerifier,
-    coverage,
-    shared_words,
-)
+from icdcoder.services.verifier.note_model import NO_SIBLING, NOTE_FEATURES, LogisticNoteModel
+from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.messages import Candidate, RetrievedNote, SpanCandidates
-from icdcoder.shared.settings import VerifierSettings
-from tests.fakes import make_span
+from icdcoder.shared.text import coverage, shared_words
+from tests.fakes import make_span, verifier_from
 
 TEXT = "Type 2 diabetes mellitus without complications"
 
@@ -105,18 +98,15 @@ def test_operating_point_travels_with_the_weights_and_settings_override_it(
             }
         )
     )
-    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    chosen = verifier_from(weights, catalogue)
     assert isinstance(chosen, SimilarityVerifier)
     assert (chosen.accept_threshold, chosen.max_codes_per_span) == (0.2, 2)
     assert chosen.weights.bias == -6.0
-    override = make_verifier(
-        VerifierSettings(weights_path=weights, accept_threshold=0.5, max_codes_per_span=1),
-        catalogue,
-    )
+    override = verifier_from(weights, catalogue, accept_threshold=0.5, max_codes_per_span=1)
     assert isinstance(override, SimilarityVerifier)
     assert (override.accept_threshold, override.max_codes_per_span) == (0.5, 1)
     weights.write_text(json.dumps({"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}))
-    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    plain = verifier_from(weights, catalogue)
     assert isinstance(plain, SimilarityVerifier)
     assert (plain.accept_threshold, plain.max_codes_per_span) == (0.10, 1)
 
@@ -132,9 +122,9 @@ def note_of(*spans: tuple[str, list[Candidate], dict[str, bool]]) -> RetrievedNo
     return RetrievedNote(note_id="n1", text=NOTE, catalogue_version="test", items=items)
 
 
-def reranker(**weights: float) -> NoteWeights:
+def reranker(**weights: float) -> LogisticNoteModel:
     """Note weights with every feature 0 but those given."""
-    return NoteWeights(
+    return LogisticNoteModel(
         weights.pop("bias", 0.0), tuple(weights.pop(name, 0.0) for name in NOTE_FEATURES)
     )
 
@@ -150,8 +140,8 @@ def test_note_reranker_ranks_a_code_several_spans_state_above_a_single_better_ma
         ("High blood pressure again today", [HYPERTENSION], {}),
         ("Gout", [GOUT], {}),
     )
-    by_spans = SimilarityVerifier(note_weights=reranker(bias=-2.0, spans=3.0))
-    by_best = SimilarityVerifier(note_weights=reranker(bias=-2.0, best=1.0))
+    by_spans = SimilarityVerifier(note_model=reranker(bias=-2.0, spans=3.0))
+    by_best = SimilarityVerifier(note_model=reranker(bias=-2.0, best=1.0))
     first = {v.confidence: v.code for v in by_spans.verify_sync(note).verdicts}
     assert first[max(first)] == "I10"
     first = {v.confidence: v.code for v in by_best.verify_sync(note).verdicts}
@@ -164,7 +154,7 @@ def test_note_reranker_ranks_a_code_several_spans_state_above_a_single_better_ma
 
 def test_note_reranker_skips_codes_only_a_negated_span_names() -> None:
     note = note_of(("Denies angina", [ANGINA], {"negated": True}), ("Gout", [GOUT], {}))
-    out = SimilarityVerifier(note_weights=reranker(bias=5.0)).verify_sync(note)
+    out = SimilarityVerifier(note_model=reranker(bias=5.0)).verify_sync(note)
     assert {v.code for v in out.verdicts} == {"M10.9"}
 
 
@@ -175,10 +165,10 @@ def test_note_reranker_cuts_the_note_to_its_best_codes_and_thresholds_decide() -
         ("Gout", [GOUT], {}),
     )
     weights = reranker(bias=-1.0, spans=2.0)  # I10: sigmoid(-1 + 2 log 3) = 0.77; M10.9 0.60
-    one = SimilarityVerifier(note_weights=weights, max_codes_per_note=1).verify_sync(note)
+    one = SimilarityVerifier(note_model=weights, max_codes_per_note=1).verify_sync(note)
     assert {v.code for v in one.verdicts} == {"I10"}
     two = SimilarityVerifier(
-        note_weights=weights, accept_threshold=0.7, review_threshold=0.5
+        note_model=weights, accept_threshold=0.7, review_threshold=0.5
     ).verify_sync(note)
     decisions = {v.code: v.decision for v in two.verdicts}
     assert decisions == {"I10": "accept", "M10.9": "review"}
@@ -190,23 +180,23 @@ def test_note_weights_come_from_the_weights_file_and_can_be_switched_off(
     span_weights = {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps(span_weights))
-    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
-    assert isinstance(plain, SimilarityVerifier) and plain.note_weights is None
+    plain = verifier_from(weights, catalogue)
+    assert isinstance(plain, SimilarityVerifier) and plain.note_model is None
     # the re-ranker's confidence has its own operating point, in its own section
     point = {"operating_point": {"accept_threshold": 0.3, "max_codes_per_note": 25}}
     note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES} | point
     span_point = {"operating_point": {"accept_threshold": 0.15}}
     weights.write_text(json.dumps(span_weights | {"note": note} | span_point))
-    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
-    assert isinstance(chosen, SimilarityVerifier) and chosen.note_weights is not None
-    assert chosen.note_weights.bias == -3.0 and chosen.max_codes_per_note == 25
+    chosen = verifier_from(weights, catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.note_model is not None
+    assert chosen.note_model.bias == -3.0 and chosen.max_codes_per_note == 25
     assert chosen.accept_threshold == 0.3
-    off = make_verifier(VerifierSettings(weights_path=weights, note_reranker=False), catalogue)
-    assert isinstance(off, SimilarityVerifier) and off.note_weights is None
+    off = verifier_from(weights, catalogue, note_reranker=False)
+    assert isinstance(off, SimilarityVerifier) and off.note_model is None
     assert off.accept_threshold == 0.15
     weights.write_text(json.dumps(span_weights | {"note": {"bias": 1.0}}))
     with pytest.raises(ValueError, match="note weights lack best"):
-        make_verifier(VerifierSettings(weights_path=weights), catalogue)
+        verifier_from(weights, catalogue)
 
 
 class FixedVotes:
@@ -227,11 +217,11 @@ def test_similar_notes_vote_through_the_reranker(tmp_path: Path, catalogue: Cata
     )
     votes = FixedVotes({"M10.9": 1.0})
     weights = reranker(spans=1.0, similar_notes=3.0)
-    out = SimilarityVerifier(note_weights=weights, similar_notes=votes).verify_sync(note)
+    out = SimilarityVerifier(note_model=weights, similar_notes=votes).verify_sync(note)
     first = max(out.verdicts, key=lambda v: v.confidence)
     assert first.code == "M10.9" and votes.seen == [NOTE]
     assert "similar coded notes vote 1.00" in first.justification
-    alone = SimilarityVerifier(note_weights=weights).verify_sync(note)
+    alone = SimilarityVerifier(note_model=weights).verify_sync(note)
     assert max(alone.verdicts, key=lambda v: v.confidence).code == "I10"
     # a memory with coded notes gives the verifier its vote
     memory = tmp_path / "memory.jsonl"
@@ -243,11 +233,10 @@ def test_similar_notes_vote_through_the_reranker(tmp_path: Path, catalogue: Cata
             {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0} | {"note": note_section}
         )
     )
-    settings = VerifierSettings(weights_path=weights_path, memory_path=memory)
-    chosen = make_verifier(settings, catalogue)
+    chosen = verifier_from(weights_path, catalogue, memory=memory)
     assert isinstance(chosen, SimilarityVerifier) and chosen.similar_notes is not None
     assert chosen.similar_notes.votes("Type 2 diabetes mellitus.") == {"E11.9": 1.0}
-    off = make_verifier(settings.model_copy(update={"similar_notes": 0}), catalogue)
+    off = verifier_from(weights_path, catalogue, memory=memory, similar_notes=0)
     assert isinstance(off, SimilarityVerifier) and off.similar_notes is None
 
 
@@ -255,7 +244,7 @@ def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catal
     note = note_of(("Hypertension", [HYPERTENSION], {}), ("Gout", [GOUT], {}))
     weights = reranker(classified=1.0, classifier=1.0)
     votes = FixedVotes({"M10.9": 2.5})
-    out = SimilarityVerifier(note_weights=weights, note_classifier=votes).verify_sync(note)
+    out = SimilarityVerifier(note_model=weights, note_classifier=votes).verify_sync(note)
     first = max(out.verdicts, key=lambda v: v.confidence)
     assert first.code == "M10.9" and first.confidence == pytest.approx(0.9707, abs=1e-4)
     assert "classifier of coded notes gives it log-odds +2.5" in first.justification
@@ -280,11 +269,10 @@ def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catal
             {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0, "note": note_section}
         )
     )
-    settings = VerifierSettings(weights_path=weights_path, memory_path=memory)
-    chosen = make_verifier(settings, catalogue)
+    chosen = verifier_from(weights_path, catalogue, memory=memory)
     assert isinstance(chosen, SimilarityVerifier) and chosen.note_classifier is not None
     assert chosen.note_classifier.votes("Type 2 diabetes.")["E11.9"] > 0
-    off = make_verifier(settings.model_copy(update={"note_classifier": False}), catalogue)
+    off = verifier_from(weights_path, catalogue, memory=memory, note_classifier=False)
     assert isinstance(off, SimilarityVerifier) and off.note_classifier is None
 
 
@@ -314,11 +302,10 @@ def test_the_review_threshold_comes_from_the_operating_point_unless_set(
     note = {"bias": -3.0} | {name: 0.5 for name in NOTE_FEATURES} | point
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps(span_weights | {"note": note}))
-    chosen = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    chosen = verifier_from(weights, catalogue)
     assert isinstance(chosen, SimilarityVerifier) and chosen.review_threshold == 0.005
-    settings = VerifierSettings(weights_path=weights, review_threshold=0.1)
-    overridden = make_verifier(settings, catalogue)
+    overridden = verifier_from(weights, catalogue, review_threshold=0.1)
     assert isinstance(overridden, SimilarityVerifier) and overridden.review_threshold == 0.1
     weights.write_text(json.dumps(span_weights))
-    plain = make_verifier(VerifierSettings(weights_path=weights), catalogue)
+    plain = verifier_from(weights, catalogue)
     assert isinstance(plain, SimilarityVerifier) and plain.review_threshold == 0.02

@@ -22,7 +22,7 @@ from icdcoder.services.verifier.vllm_backend import (
     approx_tokens,
 )
 from icdcoder.shared.messages import Candidate, RetrievedNote, Span, SpanCandidates
-from icdcoder.shared.settings import VerifierSettings
+from icdcoder.shared.settings import VllmConfig
 from tests.fakes import make_span
 
 NOTE = (
@@ -101,18 +101,17 @@ def make_note(*, extra_empty: bool = False) -> RetrievedNote:
     return RetrievedNote(note_id="n1", text=NOTE, catalogue_version="test", items=items)
 
 
-def settings(**overrides: Any) -> VerifierSettings:
+def settings(**overrides: Any) -> VllmConfig:
     values: dict[str, Any] = {
-        "backend": "vllm",
-        "vllm_base_url": BASE_URL,
-        "vllm_model": "test-model",
-        "vllm_api_key": SecretStr("sekrit"),
-        "vllm_timeout_s": 5.0,
-        "vllm_max_concurrency": 4,
-        "vllm_max_retries": 3,
+        "base_url": BASE_URL,
+        "model": "test-model",
+        "api_key": SecretStr("sekrit"),
+        "timeout_s": 5.0,
+        "max_concurrency": 4,
+        "max_retries": 3,
         **overrides,
     }
-    return VerifierSettings(**values)
+    return VllmConfig(**values)
 
 
 def completion(
@@ -292,7 +291,7 @@ async def test_retries_429_503_timeout_then_succeeds_honouring_retry_after() -> 
         return httpx.Response(200, json=completion(reply_for(body)))
 
     server, sleeps = FakeServer(script=script), Sleeps()
-    result = await verifier(server, sleeps, vllm_max_retries=3).verify(single_span_note())
+    result = await verifier(server, sleeps, max_retries=3).verify(single_span_note())
 
     assert len(server.requests) == 4
     assert [v.code for v in result.verdicts] == ["E11.9"]
@@ -307,7 +306,7 @@ async def test_backoff_grows_and_is_jittered_under_a_cap() -> None:
         return httpx.Response(503)
 
     sleeps = Sleeps()
-    v = verifier(FakeServer(script=always_503), sleeps, vllm_max_retries=6)
+    v = verifier(FakeServer(script=always_503), sleeps, max_retries=6)
     with pytest.raises(VerifierUnavailableError):
         await v.verify(single_span_note())
     # full jitter: attempt k waits in [0, min(30, 0.5 * 2**(k-1))]
@@ -322,7 +321,7 @@ async def test_gives_up_after_max_retries_with_a_specific_error() -> None:
 
     server, sleeps = FakeServer(script=always_503), Sleeps()
     with pytest.raises(VerifierUnavailableError) as caught:
-        await verifier(server, sleeps, vllm_max_retries=2).verify(single_span_note())
+        await verifier(server, sleeps, max_retries=2).verify(single_span_note())
 
     assert len(server.requests) == 3  # 1 try + 2 retries
     assert len(sleeps.delays) == 2
@@ -340,7 +339,7 @@ async def test_timeouts_exhaust_retries() -> None:
 
     server = FakeServer(script=hang)
     with pytest.raises(VerifierUnavailableError, match="timeout"):
-        await verifier(server, vllm_max_retries=1).verify(single_span_note())
+        await verifier(server, max_retries=1).verify(single_span_note())
     assert len(server.requests) == 2
 
 
@@ -363,7 +362,7 @@ async def test_real_timeout_from_settings_applies() -> None:
 
     client = httpx.AsyncClient(transport=TimeoutTransport())
     v = VllmVerifier(
-        settings(vllm_timeout_s=0.05, vllm_max_retries=0), CATALOGUE, client=client, sleep=Sleeps()
+        settings(timeout_s=0.05, max_retries=0), CATALOGUE, client=client, sleep=Sleeps()
     )
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -441,7 +440,7 @@ async def test_malformed_replies_are_retried_then_rejected(kind: str) -> None:
 
     server = FakeServer(script=script)
     with pytest.raises(VerifierUnavailableError, match="malformed") as caught:
-        await verifier(server, vllm_max_retries=1).verify(single_span_note())
+        await verifier(server, max_retries=1).verify(single_span_note())
     assert len(server.requests) == 2
     assert "sure!" not in str(caught.value).lower()  # reply text never in the reason
 
@@ -479,7 +478,7 @@ def wide_note(spans: int) -> RetrievedNote:
 
 async def test_spans_are_sent_concurrently_but_bounded() -> None:
     server = FakeServer()
-    result = await verifier(server, vllm_max_concurrency=3).verify(wide_note(12))
+    result = await verifier(server, max_concurrency=3).verify(wide_note(12))
     assert len(server.requests) == 12
     assert server.max_in_flight == 3
     assert [v.span_id for v in result.verdicts] == [f"s{i:04d}" for i in range(12)]
@@ -492,9 +491,7 @@ async def test_concurrency_bound_holds_during_retries() -> None:
         return httpx.Response(200, json=completion(reply_for(body)))
 
     server = FakeServer(script=flaky)
-    result = await verifier(server, vllm_max_concurrency=2, vllm_max_retries=10).verify(
-        wide_note(8)
-    )
+    result = await verifier(server, max_concurrency=2, max_retries=10).verify(wide_note(8))
     assert len(result.verdicts) == 8
     assert server.max_in_flight <= 2
 
@@ -598,6 +595,6 @@ async def test_aclose_closes_only_an_owned_client() -> None:
 
 
 def test_info_names_backend_model_and_prompt() -> None:
-    info = VllmVerifier(settings(vllm_model="m"), CATALOGUE).info
+    info = VllmVerifier(settings(model="m"), CATALOGUE).info
     assert (info.backend, info.model, info.prompt_version) == ("vllm", "m", PROMPT_VERSION)
     assert (info.prompt_tokens, info.completion_tokens) == (0, 0)

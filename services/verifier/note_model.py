@@ -1,0 +1,199 @@
+"""The note model: one confidence per code of a note, from everything the note says about it.
+
+Every code that some span may produce (:func:`icdcoder.shared.context.context_reason`) gets one
+row of :data:`NOTE_FEATURES`: the best and second-best span confidence (as log-odds), how many
+spans put it first and how many retrieved it, its memory votes and similarities; whether it is a
+symptom code (chapter R, which coding rules leave out when a diagnosis explains the symptom) or
+an unspecified one; how much of its text the whole note contains; how the most similar coded
+notes of the example memory vote (``similar_notes``) and what a classifier learnt from them says
+(``classified``, ``classifier``); how it stands against the note's other codes of its category
+(``sibling_gap``, ``siblings``), its length, and how many coded notes carry it (``coded_notes``).
+
+The model over those rows is logistic weights or boosted trees
+(:mod:`icdcoder.services.verifier.boosted`), both fitted by ``icdcoder train``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from icdcoder.services.verifier.logodds import logit, sigmoid
+from icdcoder.services.verifier.span_model import FEATURES
+from icdcoder.shared.messages import Candidate, SpanCandidates
+from icdcoder.shared.text import stem_coverage
+
+NOTE_FEATURES = (
+    "best",
+    "second",
+    "spans_first",
+    "spans",
+    "memory_votes",
+    "memory_score",
+    "score",
+    "coverage",
+    "symptom",
+    "unspecified",
+    "note_coverage",
+    "similar_notes",
+    "classified",
+    "classifier",
+    "sibling_gap",
+    "siblings",
+    "code_length",
+    "coded_notes",
+)
+#: ``sibling_gap`` when no other code of the note shares the code's category.
+NO_SIBLING = 5.0
+
+
+class NoteModel(Protocol):
+    """The note-level re-ranker: one confidence per row of :data:`NOTE_FEATURES`."""
+
+    def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class LogisticNoteModel:
+    """Logistic-regression weights over :data:`NOTE_FEATURES`."""
+
+    bias: float
+    weights: tuple[float, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LogisticNoteModel:
+        missing = [name for name in ("bias", *NOTE_FEATURES) if name not in data]
+        if missing:
+            raise ValueError(f"note weights lack {', '.join(missing)}")
+        return cls(float(data["bias"]), tuple(float(data[name]) for name in NOTE_FEATURES))
+
+    def confidence(self, values: Sequence[float]) -> float:
+        return sigmoid(self.bias + sum(w * f for w, f in zip(self.weights, values, strict=True)))
+
+    def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        return [self.confidence(values) for values in rows]
+
+
+def note_model_from_dict(data: Mapping[str, Any]) -> NoteModel:
+    """The re-ranker of a weights file's ``note`` section: its boosted trees where it has them
+    (``trees``), else its logistic weights."""
+    if "trees" in data:
+        from icdcoder.services.verifier.boosted import BoostedTrees
+
+        if data.get("features", list(NOTE_FEATURES)) != list(NOTE_FEATURES):
+            raise ValueError("note trees were fitted on other features than NOTE_FEATURES")
+        return BoostedTrees.from_json(data["trees"], n_features=len(NOTE_FEATURES))
+    return LogisticNoteModel.from_dict(data)
+
+
+class CodeInNote:
+    """One code's standing in a note: its spans' confidences and the features they add up to."""
+
+    def __init__(self, first: Candidate, note_stems: frozenset[str]) -> None:
+        self.code = first.code
+        self.description = first.description
+        self.note_stems = note_stems
+        self.similar_notes = 0.0
+        self.coded_notes = 0.0
+        #: The other codes of the note in the same category, and how far this one's best span
+        #: confidence (log-odds) stands above theirs (:func:`compare_siblings`).
+        self.siblings = 0
+        self.sibling_gap = NO_SIBLING
+        #: The note classifier's log-odds, None when it has no model for the code.
+        self.classifier: float | None = None
+        self.confidences: list[float] = []
+        self.spans: list[SpanCandidates] = []
+        self.candidates: dict[str, Candidate] = {}
+        self.first = 0
+        self.suggested: list[SpanCandidates] = []
+        self.memory_votes = 0
+        self.memory_score = 0.0
+        self.score = 0.0
+        self.coverage = 0.0
+
+    def add(
+        self,
+        item: SpanCandidates,
+        rank: int,
+        conf: float,
+        cand: Candidate,
+        values: Sequence[float],
+        suggestions: int,
+    ) -> None:
+        """One span's say: its confidence in the code, at ``rank`` among its candidates."""
+        self.confidences.append(conf)
+        self.spans.append(item)
+        self.candidates[item.span.span_id] = cand
+        self.first += rank == 0
+        if rank < suggestions:
+            self.suggested.append(item)
+        named = dict(zip(FEATURES, values, strict=True))
+        self.memory_votes = max(self.memory_votes, int(named["memory_votes"]))
+        self.memory_score = max(self.memory_score, named["memory_score"])
+        self.score = max(self.score, named["score"])
+        self.coverage = max(self.coverage, named["coverage"])
+
+    def features(self) -> tuple[float, ...]:
+        """The :data:`NOTE_FEATURES`: span confidences enter as log-odds."""
+        ordered = sorted(self.confidences, reverse=True)
+        second = ordered[1] if len(ordered) > 1 else 0.0
+        return (
+            logit(ordered[0]),
+            logit(second),
+            math.log1p(self.first),
+            math.log1p(len(self.spans)),
+            float(self.memory_votes),
+            self.memory_score,
+            self.score,
+            self.coverage,
+            float(self.code.upper().startswith("R")),
+            float("unspecified" in self.description.lower()),
+            self.note_coverage(),
+            self.similar_notes,
+            float(self.classifier is not None),
+            self.classifier or 0.0,
+            self.sibling_gap,
+            math.log1p(self.siblings),
+            float(len(self.code.replace(".", ""))),
+            math.log1p(self.coded_notes),
+        )
+
+    def best(self) -> float:
+        return logit(max(self.confidences))
+
+    def note_coverage(self) -> float:
+        """How much of the code's text the whole note contains (words may be in any span)."""
+        texts = {self.description, *(c.matched for c in self.candidates.values())}
+        return max(stem_coverage(self.note_stems, text) for text in texts)
+
+    def evidence(self) -> list[SpanCandidates]:
+        """The spans that ranked the code among their first suggestions, else its best span."""
+        if self.suggested:
+            return self.suggested
+        best = max(range(len(self.spans)), key=lambda i: self.confidences[i])
+        return [self.spans[best]]
+
+
+def count_coded_notes(codes_per_note: Iterable[Iterable[str]]) -> dict[str, float]:
+    """How many notes carry each code (catalogue form), for ``coded_notes``."""
+    counts: dict[str, float] = {}
+    for codes in codes_per_note:
+        for code in {code.upper() for code in codes}:
+            counts[code] = counts.get(code, 0.0) + 1.0
+    return counts
+
+
+def compare_siblings(rows: Iterable[CodeInNote]) -> None:
+    """Set each row's ``siblings`` and ``sibling_gap`` from the note's other codes of its
+    category (the first three characters): E11.9 beside E11.8 competes for one condition."""
+    by_category: dict[str, list[CodeInNote]] = {}
+    for row in rows:
+        by_category.setdefault(row.code[:3].upper(), []).append(row)
+    for group in by_category.values():
+        bests = [row.best() for row in group]
+        for i, row in enumerate(group):
+            others = bests[:i] + bests[i + 1 :]
+            row.siblings = len(others)
+            row.sibling_gap = bests[i] - max(others) if others else NO_SIBLING

@@ -1,0 +1,174 @@
+"""The ``similarity`` verifier: the embedded, deterministic default (no model server).
+
+Per span, each of the first ``considered`` candidates gets a confidence from the span model
+(:mod:`~icdcoder.services.verifier.span_model`). Without a note model, each span's best
+candidate is accepted or sent to review by that confidence and a few more are kept as review
+suggestions. With one (the pack's weights have a ``note`` section), the note model
+(:mod:`~icdcoder.services.verifier.note_model`) gives every code of the note one confidence; the
+note's codes are ranked by it, cut to ``max_codes_per_note``, and each keeps as evidence the
+spans that ranked it among their first ``max_suggestions_per_span``. docs/confidence.md follows
+a code's confidence from span to document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from icdcoder.services.verifier.core import NoteVotes
+from icdcoder.services.verifier.justify import justify, note_context
+from icdcoder.services.verifier.note_model import CodeInNote, NoteModel, compare_siblings
+from icdcoder.services.verifier.span_model import SpanWeights, features, note_support
+from icdcoder.shared.context import context_reason, contextual_text
+from icdcoder.shared.messages import (
+    Candidate,
+    Decision,
+    RetrievedNote,
+    SpanCandidates,
+    Verdict,
+    VerifiedNote,
+    VerifierInfo,
+)
+from icdcoder.shared.text import stems
+
+ScoredCandidate = tuple[float, Candidate, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class SimilarityVerifier:
+    """Deterministic verifier from retrieval scores, margins, term overlap and the memory."""
+
+    accept_threshold: float = 0.62
+    review_threshold: float = 0.50
+    max_codes_per_span: int = 1
+    #: Further candidates of a span above ``review_threshold`` are kept as review suggestions.
+    max_suggestions_per_span: int = 3
+    considered: int = 10
+    weights: SpanWeights = field(default_factory=SpanWeights)
+    #: The note-level re-ranker; None: each span's verdicts stand on their own.
+    note_model: NoteModel | None = None
+    #: With the re-ranker: how many of the note's codes are kept (accepted or for review).
+    max_codes_per_note: int = 40
+    #: With the re-ranker: the votes of similar coded notes (None: every vote is 0).
+    similar_notes: NoteVotes | None = None
+    #: With the re-ranker: a note classifier's log-odds per code (None: no code is modelled).
+    note_classifier: NoteVotes | None = None
+    #: With the re-ranker: how many of the memory's coded notes carry each code (empty: none).
+    coded_notes: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def info(self) -> VerifierInfo:
+        return VerifierInfo(backend="similarity")
+
+    async def verify(self, note: RetrievedNote) -> VerifiedNote:
+        return self.verify_sync(note)
+
+    def verify_sync(self, note: RetrievedNote) -> VerifiedNote:
+        started = time.perf_counter()
+        spans_per_code = note_support(note.items, self.considered)
+        if self.note_model is None:
+            verdicts = [v for item in note.items for v in self.judge(item, spans_per_code)]
+        else:
+            verdicts = self.judge_note(note, spans_per_code, self.note_model)
+        return VerifiedNote(
+            note_id=note.note_id,
+            text=note.text,
+            catalogue_version=note.catalogue_version,
+            pack=note.pack,
+            items=note.items,
+            verdicts=verdicts,
+            verifier=self.info,
+            timings={**note.timings, "verifier": time.perf_counter() - started},
+        )
+
+    def judge(
+        self, item: SpanCandidates, spans_per_code: Mapping[str, int] | None = None
+    ) -> list[Verdict]:
+        """Verdicts for the span's best few candidates: accepted/reviewed first, then rejects."""
+        read_as = contextual_text(item.span) or item.span.text
+        verdicts: list[Verdict] = []
+        for rank, (conf, cand, _) in enumerate(self.score_span(item, spans_per_code or {})):
+            decision = self._decide(conf) if rank < self.max_codes_per_span else "reject"
+            if decision == "reject" and rank < self.max_suggestions_per_span:
+                decision = "review" if conf >= self.review_threshold else "reject"
+            verdicts.append(
+                Verdict(
+                    span_id=item.span.span_id,
+                    code=cand.code,
+                    decision=decision,
+                    confidence=round(conf, 4),
+                    justification=justify(read_as, cand, decision),
+                )
+            )
+        return verdicts
+
+    def score_span(
+        self, item: SpanCandidates, spans_per_code: Mapping[str, int]
+    ) -> list[ScoredCandidate]:
+        """The span's considered candidates with their confidence and features, best first."""
+        cands = item.candidates[: self.considered]
+        read_as = contextual_text(item.span) or item.span.text
+        scored = []
+        for i, cand in enumerate(cands):
+            values = features(read_as, cands, i, spans_per_code)
+            scored.append((self.weights.confidence(values), cand, values))
+        scored.sort(key=lambda row: (-row[0], row[1].code))
+        return scored
+
+    def note_rows(
+        self, note: RetrievedNote, spans_per_code: Mapping[str, int]
+    ) -> dict[str, CodeInNote]:
+        """What the note's spans say about each code they may produce (context allowing)."""
+        rows: dict[str, CodeInNote] = {}
+        note_stems = stems(note.text)
+        votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
+        classified = self.note_classifier.votes(note.text) if self.note_classifier else {}
+        for item in note.items:
+            for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
+                if context_reason(item.span, cand.code) is not None:
+                    continue
+                row = rows.get(cand.code)
+                if row is None:
+                    row = rows[cand.code] = CodeInNote(cand, note_stems)
+                    row.similar_notes = votes.get(cand.code, 0.0)
+                    row.classifier = classified.get(cand.code)
+                    row.coded_notes = self.coded_notes.get(cand.code.upper(), 0.0)
+                row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
+        compare_siblings(rows.values())
+        return rows
+
+    def judge_note(
+        self, note: RetrievedNote, spans_per_code: Mapping[str, int], model: NoteModel
+    ) -> list[Verdict]:
+        """Verdicts from the note model: one confidence per code, on its evidence spans."""
+        rows = self.note_rows(note, spans_per_code)
+        confidences = model.confidences([row.features() for row in rows.values()])
+        ranked = sorted(zip(confidences, rows, strict=True), key=lambda pair: (-pair[0], pair[1]))
+        verdicts: list[Verdict] = []
+        for position, (conf, code) in enumerate(ranked):
+            decision = self._decide(conf) if position < self.max_codes_per_note else "reject"
+            if decision == "reject":
+                continue
+            row = rows[code]
+            extra = note_context(row)
+            for item in row.evidence():
+                read_as = contextual_text(item.span) or item.span.text
+                cand = row.candidates[item.span.span_id]
+                verdicts.append(
+                    Verdict(
+                        span_id=item.span.span_id,
+                        code=code,
+                        decision=decision,
+                        confidence=round(conf, 4),
+                        justification=justify(read_as, cand, decision) + extra,
+                    )
+                )
+        return verdicts
+
+    def _decide(self, conf: float) -> Decision:
+        if conf >= self.accept_threshold:
+            return "accept"
+        if conf >= self.review_threshold:
+            return "review"
+        return "reject"
