@@ -21,6 +21,8 @@ def check_note_text(text: str, max_chars: int) -> None:
     """Raise :class:`NoteRejected` for a note that is empty or longer than ``max_chars``."""
     if not text.strip():
         raise EmptyNoteError("the note is empty")
+    if "\x00" in text:
+        raise NoteRejected("the note contains NUL characters: it is not text")
     if len(text) > max_chars:
         raise NoteTooLargeError(
             f"the note has {len(text):,} characters, over the limit of {max_chars:,}"

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from icdcoder.shared.cancel import checkpoint
 from icdcoder.shared.context import query_texts
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 
@@ -28,6 +29,8 @@ Vectors = npt.NDArray[np.float32]
 
 #: How many rows to fetch per candidate wanted: several texts of one code share the top rows.
 OVERFETCH = 4
+#: Queries embedded per batch; the worker can stop between batches (shared.cancel).
+QUERY_BATCH = 512
 
 
 class Encoder(Protocol):
@@ -151,8 +154,9 @@ class Retriever:
                 queries.append(text)
                 owner.append(i)
         per_span: list[dict[str, Candidate]] = [{} for _ in note.spans]
-        vectors = self._encoder.encode(queries) if queries else None
+        vectors = self._encode(queries) if queries else None
         if vectors is not None:
+            checkpoint()
             scores, ids = self._index.search(vectors, self.top_k * OVERFETCH)
             for q, span_index in enumerate(owner):
                 self._collect(per_span[span_index], scores[q], ids[q])
@@ -170,6 +174,15 @@ class Retriever:
             items=items,
             timings={**note.timings, "retriever": time.perf_counter() - started},
         )
+
+    def _encode(self, queries: Sequence[str]) -> Vectors:
+        """The queries' vectors, :data:`QUERY_BATCH` at a time with a cancellation checkpoint
+        between batches (a 200,000-character note has thousands of spans)."""
+        chunks = []
+        for start in range(0, len(queries), QUERY_BATCH):
+            checkpoint()
+            chunks.append(self._encoder.encode(queries[start : start + QUERY_BATCH]))
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def _collect(
         self, found: dict[str, Candidate], scores: Vectors, ids: npt.NDArray[np.int64]

@@ -21,7 +21,14 @@ from structlog.contextvars import bound_contextvars
 
 from icdcoder.shared.bus.metrics import WorkerMetrics
 from icdcoder.shared.bus.outbox import Outbox
-from icdcoder.shared.bus.wire import Payload, entry_bytes, guess_note_id, payload_of
+from icdcoder.shared.bus.wire import (
+    Payload,
+    PayloadError,
+    entry_bytes,
+    guess_note_id,
+    payload_of,
+    unpack_payload,
+)
 from icdcoder.shared.errors import describe_error, loggable
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.messages import DeadLetter
@@ -113,8 +120,13 @@ class DeadLetters:
         """Dead-letter a message that is not a valid input (reason, no retry); never raises."""
         message_id = stream_id(raw)
         try:
-            payload = payload_of(entry_bytes(raw.get("data") or {}))
-            reason = unreadable_reason(self.input_model, payload, exc)
+            stored = entry_bytes(raw.get("data") or {})
+            payload = payload_of(stored)
+            try:
+                unpack_payload(stored)
+                reason = unreadable_reason(self.input_model, payload, exc)
+            except PayloadError as bad:
+                reason = str(bad)
             note_id = guess_note_id(payload.text) if payload.is_text else None
             attempts = previous_deliveries(raw) + 1
             letter = self.letter(message_id, note_id, reason, attempts, payload)

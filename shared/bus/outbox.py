@@ -38,7 +38,7 @@ return acked
 class Outbox(Protocol):
     """Where a stage's outcomes go: results, dead letters, and notes of failed attempts."""
 
-    async def commit(self, stage: Stage, message_id: str, result: str) -> bool:
+    async def commit(self, stage: Stage, message_id: str, result: str | bytes) -> bool:
         """Ack the source entry and publish ``result`` to the stage's sink, atomically.
 
         False when the entry was already acked (another consumer committed it): nothing sent.
@@ -61,12 +61,14 @@ class RedisOutbox:
         self.redis = redis
         self._script = redis.register_script(_COMMIT_LUA)
 
-    async def _run(self, stage: Stage, message_id: str, sink: str, payload: str, tag: str) -> bool:
+    async def _run(
+        self, stage: Stage, message_id: str, sink: str, payload: str | bytes, tag: str
+    ) -> bool:
         keys = [stage.source, sink, DEAD_LETTER_COUNTS]
         acked = await self._script(keys=keys, args=[stage.group, message_id, payload, tag])
         return int(acked) == 1
 
-    async def commit(self, stage: Stage, message_id: str, result: str) -> bool:
+    async def commit(self, stage: Stage, message_id: str, result: str | bytes) -> bool:
         return await self._run(stage, message_id, stage.sink, result, "")
 
     async def dead_letter(self, stage: Stage, message_id: str, letter: DeadLetter) -> bool:

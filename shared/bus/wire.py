@@ -1,6 +1,9 @@
 """The wire format of a stream entry: one message as JSON in the field FastStream reads.
 
-An entry is ``{"__data__": <JSON>}``, so any Redis client can read it. What a stage receives
+An entry is ``{"__data__": <JSON>}``, so any Redis client can read it. Between stages a large
+message (over :data:`COMPRESS_OVER` bytes: a long note's candidates run to megabytes of
+repetitive JSON) is stored zlib-compressed instead (JSON never starts with the zlib header
+byte ``x``); the results on the codes stream are always plain JSON. What a stage receives
 can be anything a producer wrote, so nothing here trusts it: :func:`entry_bytes` returns the
 bytes as they were, :func:`payload_of` tells text from bytes that are not UTF-8, and
 :func:`guess_note_id` reads an id without parsing the JSON (a payload of 100,000 nested arrays
@@ -12,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +30,37 @@ from icdcoder.shared.messages import NOTE_ID_PATTERN
 PAYLOAD_FIELD = "__data__"
 #: How far into a payload :func:`guess_note_id` looks.
 ID_WINDOW = 4096
+#: Stage-to-stage messages longer than this are stored compressed.
+COMPRESS_OVER = 64 * 1024
+#: A compressed message may not inflate past this (a zip bomb is refused, not expanded).
+MAX_INFLATED = 256 * 2**20
+_ZLIB = b"x"
+
+
+class PayloadError(ValueError):
+    """A compressed payload that is corrupt or inflates past :data:`MAX_INFLATED`."""
+
+
+def pack_payload(text: str) -> str | bytes:
+    """What a stage stores: the JSON, compressed when it is long."""
+    if len(text) <= COMPRESS_OVER:
+        return text
+    return zlib.compress(text.encode(), 1)
+
+
+def unpack_payload(raw: bytes) -> bytes:
+    """The JSON bytes of a stored payload (inflated when it was compressed)."""
+    if not raw.startswith(_ZLIB):
+        return raw
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(raw, MAX_INFLATED)
+    except zlib.error:
+        raise PayloadError("neither JSON nor a valid compressed payload") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise PayloadError(f"compressed payload inflates past {MAX_INFLATED:,} bytes")
+    return data
+
 
 _NOTE_ID_RE = re.compile(NOTE_ID_PATTERN)
 _ID_FIELD_RE = re.compile(rb'"note_id"\s*:\s*"([^"\\]{1,200})"')
@@ -42,7 +77,8 @@ def _bytes(value: bytes | str) -> bytes:
 
 
 def entry_bytes(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> bytes:
-    """The message bytes of an entry, as received (every field as JSON when it is not ours)."""
+    """The message bytes of an entry as stored (every field as JSON when it is not ours);
+    :func:`unpack_payload` inflates a compressed one."""
     for key, value in fields.items():
         if _bytes(key) == PAYLOAD_FIELD.encode():
             raw = _bytes(value)

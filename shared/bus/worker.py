@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar, cast
@@ -57,13 +57,13 @@ from icdcoder.shared.bus.letters import (
 from icdcoder.shared.bus.maintenance import Maintenance
 from icdcoder.shared.bus.metrics import WorkerMetrics
 from icdcoder.shared.bus.outbox import Outbox, RedisOutbox
-from icdcoder.shared.bus.wire import PAYLOAD_FIELD
+from icdcoder.shared.bus.wire import PAYLOAD_FIELD, PayloadError, pack_payload, unpack_payload
 from icdcoder.shared.cancel import Cancelled
 from icdcoder.shared.errors import describe_error, loggable
 from icdcoder.shared.logging import PublicError, get_logger
 from icdcoder.shared.messages import DeadLetter
 from icdcoder.shared.settings import Settings
-from icdcoder.shared.streams import DEAD_LETTER, Stage
+from icdcoder.shared.streams import CODES, DEAD_LETTER, Stage
 
 log = get_logger("icdcoder.bus")
 
@@ -151,6 +151,7 @@ class StageWorker(Generic[InT, OutT]):
                 self.stage.source, group=self.stage.group, consumer=consumer, max_records=1
             ),
             ack_policy=AckPolicy.MANUAL,  # acked by the commit script, after publishing
+            parser=inflate,
             title=f"{self.stage.source}:{self.stage.name}",
             description=f"The {self.stage.name} reads {spec.input_model.__name__} messages.",
         )
@@ -211,6 +212,7 @@ class StageWorker(Generic[InT, OutT]):
                 polling_interval=int(self.config.claim_interval_s * 1000),
             ),
             ack_policy=AckPolicy.MANUAL,
+            parser=inflate,
             title=f"{self.stage.source}:{self.stage.name}:reclaim",
             description=f"Entries idle over {self.config.claim_idle_ms} ms, taken over.",
         )
@@ -367,13 +369,15 @@ class StageWorker(Generic[InT, OutT]):
             await self.outbox.note_failure(self.stage, message_id, describe_error(exc))
             return "retry", {"error": loggable(exc)}
         payload = result.model_dump_json()
-        size = len(payload.encode())
+        # results stay plain JSON for their consumers; between stages long ones are compressed
+        stored = payload if self.stage.sink == CODES else pack_payload(payload)
+        size = len(stored if isinstance(stored, bytes) else stored.encode())
         if size > self.config.max_message_bytes:
             limit = self.config.max_message_bytes
             reason = f"result of {size:,} bytes is over the limit of {limit:,}"
             letter = self.letters.letter_for(message.raw_message, reason, attempt, note_id_of(note))
             return await self.letters.send(letter, "too_large", reason)
-        done = await self.outbox.commit(self.stage, message_id, payload)
+        done = await self.outbox.commit(self.stage, message_id, stored)
         return ("committed" if done else "duplicate"), dict(self.spec.counts(result))
 
     def _check_pack(self, note: BaseModel) -> None:
@@ -398,6 +402,18 @@ class StageWorker(Generic[InT, OutT]):
             self.stage.source, self.stage.group, min=message_id, max=message_id, count=1
         )
         return int(pending[0]["times_delivered"]) if pending else 1
+
+
+async def inflate(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream parser: inflate a compressed payload before the default parsing. A corrupt
+    one is left as it is: decoding fails and it is dead-lettered with the reason."""
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if isinstance(data, dict):
+        raw = data.get(PAYLOAD_FIELD.encode())
+        if isinstance(raw, bytes):
+            with suppress(PayloadError):
+                data[PAYLOAD_FIELD.encode()] = unpack_payload(raw)
+    return await original(msg)
 
 
 def note_id_of(note: BaseModel) -> str | None:
