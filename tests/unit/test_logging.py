@@ -54,12 +54,12 @@ def test_standard_library_records_go_through_the_same_processors() -> None:
         try:
             raise ConnectionError(f"redis://:{PASSWORD}@db:6379 refused")
         except ConnectionError:
-            logging.getLogger("faststream").error("fetch failed", exc_info=True)
+            logging.getLogger("some.library").error("fetch failed", exc_info=True)
 
     (line,) = _emit(run)
     rendered = json.dumps(line)
     assert PASSWORD not in rendered and "redis://***@db:6379" in rendered
-    assert line["logger"] == "faststream" and line["level"] == "error"
+    assert line["logger"] == "some.library" and line["level"] == "error"
 
 
 def test_validation_errors_are_summarised_without_their_input() -> None:
