@@ -124,11 +124,11 @@ def worker_rules(obj: Obj, stage: str, config_maps: dict[str, Obj]) -> Iterator[
         yield f"{where}: REDIS_ADDRESS is not set (the shared ConfigMap)"
     if STAGES[stage][2]:
         pack = env.get("ICDCODER_PACK")
-        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        mounts = [m for m in c.get("volumeMounts", []) if m.get("readOnly")]
         if not pack:
             yield f"{where}: ICDCODER_PACK is not set"
-        elif pack not in mounts or not mounts[pack].get("readOnly"):
-            yield f"{where}: no read-only volume at ICDCODER_PACK ({pack})"
+        elif not any(Path(m["mountPath"]) in (Path(pack), *Path(pack).parents) for m in mounts):
+            yield f"{where}: ICDCODER_PACK ({pack}) is not on a read-only volume"
     if env.get("ICDCODER_CACHE_DIR") not in {m["mountPath"] for m in c.get("volumeMounts", [])}:
         yield f"{where}: ICDCODER_CACHE_DIR must be a writable volume"
 

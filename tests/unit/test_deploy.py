@@ -114,6 +114,12 @@ def test_gpu_overlay_switches_the_retriever_and_the_verifier() -> None:
             "terminationGracePeriodSeconds must be at least",
         ),
         (
+            lambda d: find(d, "Deployment", "icdcoder-verifier")["spec"]["template"]["spec"][
+                "containers"
+            ][0].update(volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}]),
+            "ICDCODER_PACK (/packs/current) is not on a read-only volume",
+        ),
+        (
             lambda d: d.remove(find(d, "PodDisruptionBudget", "icdcoder-retriever")),
             "Deployment/icdcoder-retriever: no PodDisruptionBudget",
         ),
