@@ -33,11 +33,12 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY icdcoder ./icdcoder
+# pip check before the swap: the project's metadata names faiss-cpu, which gpu then replaces.
 RUN pip install --no-cache-dir . \
+ && pip check \
  && if [ "$VARIANT" = gpu ]; then \
       pip uninstall -y faiss-cpu && pip install --no-cache-dir "faiss-gpu-cu12==${FAISS_GPU_VERSION}"; \
-    fi \
- && pip check
+    fi
 # The built-in pack's index, so pods using it start without building it. A mounted pack should
 # carry its own (icdcoder pack build --vectors).
 RUN icdcoder index build && chmod -R a+rX /opt/icdcoder
