@@ -9,7 +9,7 @@ export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup
+.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup deploy-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,11 @@ unit: install
 vllm-setup:
 	bash scripts/setup-vllm-venv.sh
 
-test: lint typecheck index vllm-setup
+# Image and deployment files, offline: scripts/validate-deploy.sh (deploy/README.md).
+deploy-check: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/validate-deploy.sh
+
+test: lint typecheck deploy-check index vllm-setup
 	$(BIN)/pytest -q -rs
 
 INDEX_CSV ?= $(SHARED)/data/icd10cm-index/ICD10CM_2025_Index.csv

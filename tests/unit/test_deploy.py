@@ -1,0 +1,168 @@
+"""The deployment checks (scripts/validate-deploy.sh, scripts/deploy_rules.py) pass on the real
+manifests and catch broken ones."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "validate-deploy.sh"
+OVERLAYS = sorted(p for p in (REPO / "deploy" / "k8s" / "overlays").iterdir() if p.is_dir())
+
+
+def load_rules() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "deploy_rules", REPO / "scripts" / "deploy_rules.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rules = load_rules()
+
+
+@functools.cache
+def rendered(directory: Path) -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not found")
+    return subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    """The kustomization's resources (a fresh copy each time: tests change them)."""
+    return [d for d in yaml.safe_load_all(rendered(directory)) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.name for p in OVERLAYS])
+def test_overlays_keep_the_rules(overlay: Path) -> None:
+    docs = render(overlay)
+    assert list(rules.check(docs)) == []
+    stages = {
+        d["spec"]["template"]["spec"]["containers"][0]["args"][1]
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] != "icdcoder-vllm"
+    }
+    assert stages == set(rules.STAGES)
+
+
+def test_gpu_overlay_switches_the_retriever_and_the_verifier() -> None:
+    docs = render(REPO / "deploy" / "k8s" / "overlays" / "gpu")
+    retriever = find(docs, "Deployment", "icdcoder-retriever")["spec"]["template"]["spec"]
+    worker = retriever["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "ICDCODER_RETRIEVER__DEVICE", "value": "cuda"} in worker["env"]
+    settings = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert settings["ICDCODER_VERIFIER__BACKEND"] == "vllm"
+    vllm = find(docs, "Deployment", "icdcoder-vllm")["spec"]["template"]["spec"]["containers"][0]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--served-model-name=default" in vllm["args"]
+    assert not vllm["image"].endswith(":latest")
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (
+            lambda d: find(d, "ScaledObject", "icdcoder-retriever")["spec"]["triggers"][0][
+                "metadata"
+            ].update(stream="icdcoder:notes"),
+            "stage retriever reads icdcoder:spans",
+        ),
+        (
+            lambda d: find(d, "ScaledObject", "icdcoder-verifier")["spec"]["triggers"][0][
+                "metadata"
+            ].update(address="redis:6379"),
+            "the Redis address belongs in the ConfigMap",
+        ),
+        (
+            lambda d: find(d, "ScaledObject", "icdcoder-segmenter")["spec"].update(
+                scaleTargetRef={"name": "icdcoder-segmentr"}
+            ),
+            "scaleTargetRef names Deployment 'icdcoder-segmentr'",
+        ),
+        (
+            lambda d: find(d, "Deployment", "icdcoder-aggregator")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["securityContext"].update(readOnlyRootFilesystem=False),
+            "readOnlyRootFilesystem must be true",
+        ),
+        (
+            lambda d: find(d, "Deployment", "icdcoder-verifier")["spec"]["template"]["spec"].update(
+                terminationGracePeriodSeconds=30
+            ),
+            "terminationGracePeriodSeconds must be at least",
+        ),
+        (
+            lambda d: find(d, "Deployment", "icdcoder-verifier")["spec"]["template"]["spec"][
+                "containers"
+            ][0].update(volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}]),
+            "ICDCODER_PACK (/packs/current) is not on a read-only volume",
+        ),
+        (
+            lambda d: d.remove(find(d, "PodDisruptionBudget", "icdcoder-retriever")),
+            "Deployment/icdcoder-retriever: no PodDisruptionBudget",
+        ),
+    ],
+)
+def test_rules_catch_mistakes(break_it: Any, message: str) -> None:
+    docs = render(REPO / "deploy" / "k8s" / "overlays" / "cpu")
+    break_it(docs)
+    problems = list(rules.check(docs))
+    assert any(message in p for p in problems), problems
+
+
+def run_script(root: Path) -> subprocess.CompletedProcess[str]:
+    tools = Path(sys.executable).parent
+    if (
+        not all(shutil.which(t) for t in ("bash", "node", "npm"))
+        or not (tools / "kubernetes-validate").exists()
+    ):
+        pytest.skip("needs bash, node, npm and the dev extra's tools")
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(root)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow  # the first run installs the KEDA models from npm
+def test_script_fails_on_a_broken_scaledobject(tmp_path: Path) -> None:
+    for part in ("deploy", "docker-compose.yml", "Dockerfile"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part)
+        else:
+            shutil.copy2(source, tmp_path / part)
+    good = run_script(tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    scaled = tmp_path / "deploy" / "k8s" / "base" / "worker" / "scaledobject.yaml"
+    text = scaled.read_text()
+    assert "minReplicaCount: 1" in text
+    scaled.write_text(text.replace("minReplicaCount: 1", 'minReplicaCount: "one"'))
+    bad = run_script(tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    lines = bad.stdout.splitlines()
+    assert "FAIL  deploy/k8s/overlays/cpu" in "\n".join(lines)
+    assert "minReplicaCount must be integer" in bad.stdout
+    assert any(line.startswith("ok    Dockerfile") for line in lines)
+    assert any(line.startswith("ok    docker-compose.yml") for line in lines)
