@@ -8,6 +8,7 @@ smaller settings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from icdcoder.services.aggregator.core import Aggregator
@@ -47,6 +48,16 @@ class Pipeline:
     async def code(self, note: NoteIn) -> CodedNote:
         coded, _ = await self.code_note(note)
         return coded
+
+    async def code_many(self, notes: Sequence[NoteIn]) -> list[CodedNote | Exception]:
+        """Each note's codes, or the error that stopped it (one bad note stops no other)."""
+        out: list[CodedNote | Exception] = []
+        for note in notes:
+            try:
+                out.append(await self.code(note))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
 
 def build_pipeline(

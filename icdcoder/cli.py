@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "icdcoder.commands.memory",
     "icdcoder.commands.pack",
     "icdcoder.commands.settings",
+    "icdcoder.commands.db",
+    "icdcoder.commands.backfill",
+    "icdcoder.commands.export",
 )
 
 

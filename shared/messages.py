@@ -213,6 +213,8 @@ class CodedNote(_Model):
     catalogue_version: str
     #: The model pack that coded the note (``icdcoder pack info``).
     pack: str = ""
+    #: SHA-256 of the note's text: with ``note_id``, the note version these codes are for.
+    content_hash: str = ""
     codes: list[CodeResult]
     excluded: list[ExcludedSpan]
     verifier: VerifierInfo

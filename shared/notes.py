@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from icdcoder.shared.logging import PublicError
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 of the note's UTF-8 text: with the note id, what identifies a note version."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class NoteRejected(PublicError, ValueError):

@@ -154,6 +154,24 @@ class BusConfig(Section):
         return value
 
 
+def default_store_url() -> SecretStr:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return SecretStr(f"sqlite:///{Path(base) / 'icdcoder' / 'store.db'}")
+
+
+class StoreConfig(Section):
+    url: SecretStr = Field(
+        default_factory=default_store_url,
+        description="results store: postgresql://user:pw@host/db or sqlite:///file",
+    )
+    keep_text: bool = Field(
+        default=True, description="store note text (the review page needs it); false: offsets only"
+    )
+    trim_after_s: float = Field(
+        default=60.0, ge=0, description="store worker: stored entries leave Redis after this"
+    )
+
+
 class HttpConfig(Section):
     host: str = Field(
         default="127.0.0.1", description="address the HTTP port listens on (pods: their IP)"
@@ -182,6 +200,7 @@ class Settings(BaseSettings):
     verifier: VerifierConfig = VerifierConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     bus: BusConfig = BusConfig()
+    store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()
 
     def with_section(self, **sections: Any) -> Settings:
@@ -214,7 +233,12 @@ def settings_rows(
 
 
 def _factory_default(name: str) -> str:
-    return {"cache_dir": "~/.cache/icdcoder", "consumer_name": "HOSTNAME-pid"}.get(name, "computed")
+    defaults = {
+        "cache_dir": "~/.cache/icdcoder",
+        "consumer_name": "HOSTNAME-pid",
+        "url": "sqlite:///~/.local/share/icdcoder/store.db",
+    }
+    return defaults.get(name, "computed")
 
 
 def settings_table() -> str:

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -35,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run one stage until SIGTERM. Logs: JSON lines on stdout. HTTP: "
         "/healthz/live, /healthz/ready, /metrics, /asyncapi.",
     )
-    worker.add_argument("stage", choices=list(STAGES), help="the stage to run")
+    worker.add_argument(
+        "stage", choices=[*STAGES, "store"], help="the stage to run (store: results into SQL)"
+    )
     worker.add_argument(
         "--http-port",
         type=int,
@@ -76,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # --- worker ---------------------------------------------------------------------------------
 
 
+def store_worker(settings: Settings) -> Any:
+    from icdcoder.services.store.app import StoreWorker
+    from icdcoder.shared.store.migrate import open_store
+
+    return StoreWorker(settings, lambda: open_store(settings.store))
+
+
 def run_worker(args: argparse.Namespace) -> int:
     from icdcoder.shared.bus.serve import serve_worker
     from icdcoder.shared.bus.worker import StageWorker
@@ -85,9 +95,13 @@ def run_worker(args: argparse.Namespace) -> int:
     http = settings.http.model_copy(
         update={k: v for k, v in (("port", args.http_port), ("host", args.host)) if v is not None}
     )
-    spec = importlib.import_module(f"icdcoder.services.{args.stage}.app").SPEC
+    if args.stage == "store":
+        worker = store_worker(settings)
+    else:
+        spec = importlib.import_module(f"icdcoder.services.{args.stage}.app").SPEC
+        worker = StageWorker(spec, settings)
     try:
-        asyncio.run(serve_worker(StageWorker(spec, settings), http))
+        asyncio.run(serve_worker(worker, http))
     except (OSError, RedisError, RuntimeError) as exc:
         return fail(f"{args.stage} worker stopped: {loggable(exc)}", 1)
     return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from icdcoder.shared.errors import describe_validation
 from icdcoder.shared.logging import PublicError
@@ -58,6 +58,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
         update["retriever"] = settings.retriever.model_copy(update={"top_k": args.top_k})
     if getattr(args, "verifier", None) is not None:
         update["verifier"] = settings.verifier.model_copy(update={"backend": args.verifier})
+    if getattr(args, "store", None) is not None:
+        store = settings.store.model_copy(update={"url": SecretStr(args.store)})
+        if getattr(args, "no_text", False):
+            store = store.model_copy(update={"keep_text": False})
+        update["store"] = store
     return settings.with_section(**update) if update else settings
 
 

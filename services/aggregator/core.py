@@ -39,6 +39,7 @@ from icdcoder.shared.messages import (
     Verdict,
     VerifiedNote,
 )
+from icdcoder.shared.notes import content_hash
 from icdcoder.shared.settings import AggregatorConfig
 
 
@@ -123,6 +124,7 @@ class Aggregator:
             note_id=note.note_id,
             catalogue_version=note.catalogue_version,
             pack=note.pack,
+            content_hash=content_hash(note.text),
             codes=codes,
             excluded=sorted(excluded.values(), key=lambda x: (x.start, x.code)),
             verifier=note.verifier,

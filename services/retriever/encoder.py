@@ -30,6 +30,8 @@ class SentenceTransformerEncoder:
     def __init__(self, model_path: Path, *, device: str = "auto", batch_size: int = 128) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "Loading weights" bars
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
 
         if not (model_path / "config.json").is_file():

@@ -10,11 +10,11 @@ line and headers, a few connections at a time, short keep-alive.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
-from icdcoder.shared.bus.worker import GRACEFUL_TIMEOUT_S, StageWorker
+from icdcoder.shared.bus.worker import GRACEFUL_TIMEOUT_S
 from icdcoder.shared.settings import HttpConfig
 
 #: Request line plus headers, bytes (h11 refuses more with 431/400).
@@ -40,9 +40,16 @@ def server_config(app: Any, http: HttpConfig) -> uvicorn.Config:
     )
 
 
-async def serve_worker(worker: StageWorker[Any, Any], http: HttpConfig) -> None:
+class Worker(Protocol):
+    """Anything with an ASGI ``app`` whose lifespan runs it (a stage, the store worker)."""
+
+    @property
+    def app(self) -> Any: ...
+
+
+async def serve_worker(worker: Worker, http: HttpConfig) -> None:
     """Serve ``worker`` until a signal; raises ``RuntimeError`` if the app failed to start."""
     server = uvicorn.Server(server_config(worker.app, http))
     await server.serve()  # on SIGTERM/SIGINT uvicorn re-raises the signal once stopped
     if not server.started:
-        raise RuntimeError(f"the {worker.stage.name} worker did not start (see the log above)")
+        raise RuntimeError("the worker did not start (see the log above)")

@@ -1,0 +1,1 @@
+"""Backfilling archives of notes into the results store (``icdcoder backfill``)."""
