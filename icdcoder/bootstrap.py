@@ -8,6 +8,7 @@ smaller settings.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,16 @@ class Pipeline:
     async def code(self, note: NoteIn) -> CodedNote:
         coded, _ = await self.code_note(note)
         return coded
+
+    async def code_in_threads(self, note: NoteIn) -> CodedNote:
+        """:meth:`code` with the CPU-bound stages in worker threads, so that a server's event
+        loop keeps answering while a note is coded (the verifier stays on the loop: the vLLM
+        backend's HTTP client belongs to it)."""
+        retrieved = await asyncio.to_thread(
+            lambda: self.retriever.retrieve(self.segmenter.segment(note))
+        )
+        verified = await self.verifier.verify(retrieved)
+        return await asyncio.to_thread(self.aggregator.aggregate, verified)
 
     async def code_many(self, notes: Sequence[NoteIn]) -> list[CodedNote | Exception]:
         """Each note's codes, or the error that stopped it (one bad note stops no other)."""

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "icdcoder.commands.db",
     "icdcoder.commands.backfill",
     "icdcoder.commands.export",
+    "icdcoder.commands.serve",
 )
 
 

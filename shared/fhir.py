@@ -18,6 +18,8 @@ its id, its text and metadata (subject, encounter, date).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -132,8 +134,23 @@ def _uuid(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "icdcoder:" + ":".join(parts)))
 
 
+def _strict_base64(resource: Mapping[str, Any]) -> None:
+    """Refuse attachment data that is not strict base64 (the models decode leniently)."""
+    content = resource.get("content")
+    for item in content if isinstance(content, list) else []:
+        attachment = item.get("attachment") if isinstance(item, Mapping) else None
+        data = attachment.get("data") if isinstance(attachment, Mapping) else None
+        if data is None:
+            continue
+        try:
+            base64.b64decode(str(data), validate=True)
+        except (binascii.Error, ValueError):
+            raise FhirInputError("the attachment's data is not valid base64") from None
+
+
 def note_from_document(resource: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """(note id, text, metadata) of a ``DocumentReference`` with a ``text/plain`` attachment."""
+    _strict_base64(resource)
     try:
         document = DocumentReference.model_validate(resource)
     except ValidationError as exc:

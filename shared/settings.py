@@ -172,6 +172,25 @@ class StoreConfig(Section):
     )
 
 
+class ApiConfig(Section):
+    mode: Literal["in-process", "bus"] = Field(
+        default="in-process",
+        description="in-process: the API codes notes itself; bus: through the Redis workers",
+    )
+    keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="API keys as name:sha256 pairs, comma-separated (also the store's keys)",
+    )
+    max_body_bytes: int = Field(
+        default=2 * 2**20, gt=0, description="larger request bodies get 413"
+    )
+    max_wait_s: float = Field(default=60.0, ge=0, description="longest ?wait= of a POST")
+    sessions_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="review page: key that signs login sessions (default: random per start)",
+    )
+
+
 class HttpConfig(Section):
     host: str = Field(
         default="127.0.0.1", description="address the HTTP port listens on (pods: their IP)"
@@ -201,6 +220,7 @@ class Settings(BaseSettings):
     aggregator: AggregatorConfig = AggregatorConfig()
     bus: BusConfig = BusConfig()
     store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
     http: HttpConfig = HttpConfig()
 
     def with_section(self, **sections: Any) -> Settings:

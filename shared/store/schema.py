@@ -112,6 +112,18 @@ class CodeRow(Base):
     result: Mapped[Result] = relationship(back_populates="codes")
 
 
+class ApiKey(Base):
+    """An HTTP API key: its name and the SHA-256 of the key (the key itself is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Failure(Base):
     __tablename__ = "failures"
 
