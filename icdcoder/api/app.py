@@ -12,7 +12,6 @@ back; a changed text is a new version. Errors are RFC 9457 problem details that 
 and sizes, never the note's text; nothing here logs text.
 """
 
-
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any

@@ -152,7 +152,12 @@ BAD = [
     ("empty text", {"json": {"id": "e1", "text": "   "}}, 422, "empty"),
     ("unknown field", {"json": {"id": "e1", "text": TEXT, "x": 1}}, 422, "extra_forbidden"),
     ("bad id", {"json": {"id": "has space", "text": TEXT}}, 422, "id"),
-    ("not json", {"content": b"{oops", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
+    (
+        "not json",
+        {"content": b"{oops", "headers": {"Content-Type": "application/json"}},
+        400,
+        "JSON",
+    ),
     ("wrong type", {"content": b"id=1", "headers": {"Content-Type": "text/plain"}}, 415, "json"),
     (
         "base64 not utf-8",
@@ -167,7 +172,11 @@ BAD = [
         "bad base64",
         {
             "content": json.dumps(
-                document("d1", "x", content=[{"attachment": {"contentType": "text/plain", "data": "%%%"}}])
+                document(
+                    "d1",
+                    "x",
+                    content=[{"attachment": {"contentType": "text/plain", "data": "%%%"}}],
+                )
             ),
             "headers": {"Content-Type": "application/fhir+json"},
         },
@@ -179,7 +188,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("name", "request_kwargs", "status", "words"), BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("name", "request_kwargs", "status", "words"), BAD, ids=[b[0] for b in BAD]
+)
 def test_bad_input_is_the_right_4xx_with_a_clear_message_and_nothing_is_enqueued(
     client: TestClient,
     store: Store,
