@@ -19,18 +19,14 @@ Patient text never leaves these modules except in the returned model: nothing he
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 
 from icdcoder.services.segmenter.context import ConText
 from icdcoder.services.segmenter.sections import SKIPPED_SECTIONS, with_section
-from icdcoder.services.segmenter.sentences import Sentence, split_sentences
+from icdcoder.services.segmenter.sentences import SentenceSplitter, split_sentences
 from icdcoder.services.segmenter.spans import cut_cues, split_clauses
 from icdcoder.shared.messages import NoteIn, SegmentedNote, Span
 from icdcoder.shared.notes import check_note_text
 from icdcoder.shared.settings import SegmenterConfig
-
-#: A note's text -> its sentences, each with its section, in text order, not overlapping.
-SentenceSplitter = Callable[[str], Iterable[Sentence]]
 
 
 class Segmenter:

@@ -12,7 +12,7 @@ Which lines are headers is ``sections.line_header``'s decision, passed in as ``h
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from icdcoder.services.segmenter.sections import Header, line_header
@@ -28,6 +28,11 @@ class Sentence:
     start: int
     end: int
     section: str
+
+
+#: A note's text -> its sentences with their sections, in text order, not overlapping
+#: (:func:`split_sentences` is ours; ``variants.py`` has the bench's alternatives).
+SentenceSplitter = Callable[[str], Iterable[Sentence]]
 
 
 #: A list bullet at a line's start ("- ", "1. ", "\u2022 "): not part of any sentence.
