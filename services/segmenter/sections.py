@@ -5,8 +5,8 @@ A header line opens a section: a known spelling (``SECTION_ALIASES``: "Past Medi
 in capitals, a short title with a section word in it (``HEADER_WORDS``: "Neurological
 examination:"); a lone "HIV seropositive:" or "COPD" is not one. The name is normalised
 ("past_medical_history"); an unknown title becomes its own snake_case name. A header with its
-content on the same line covers that content only, up to the end of its sentence (the
-sentence splitter applies that, see ``sentences.py``).
+content on the same line covers that line only (with any line wrapped onto it); the section
+before it resumes after (``sentences.py`` applies that).
 
 What a section means downstream is decided here too: medication, administrative and
 instruction sections yield no spans (``SKIPPED_SECTIONS``), a span in the family-history
