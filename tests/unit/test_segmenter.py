@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.segmenter.core import Segmenter, as_phrases, context_rules
+from icdcoder.services.segmenter.context_rules import as_phrases, context_rules
+from icdcoder.services.segmenter.core import Segmenter
 from icdcoder.shared.messages import NoteIn, SegmentedNote
 from icdcoder.shared.notes import EmptyNoteError, NoteTooLargeError
 from icdcoder.shared.settings import SegmenterConfig

@@ -1,0 +1,191 @@
+"""ConText rules: which words are negation, uncertainty, family and history cues.
+
+medspaCy's default English rules, less its family rule, plus the rules in ``context_rules``:
+relatives are family cues but a child, son or daughter is the patient in a pediatric report
+unless a possessive names them ("her son"); "status post", "s/p", "previous" are historical;
+"suspected", "was suspected", "cannot be excluded" uncertain; "risk of" hypothetical; "was
+negative for", "was excluded", "ruling out" negated; a new event ("consulted", "presented")
+ends any cue's scope. ``as_phrases`` spells the token patterns out as phrases (same matches,
+much faster). How the cues mark spans is ``context.py``'s business.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+
+def _words(words: str) -> list[str]:
+    return words.split()
+
+
+#: Relatives that are the patient in pediatric reports ("the child", "daughter vesicles")
+#: unless a possessive names them ("her son"): ConText's default family rule is replaced.
+_RELATIVES = _words("""
+    aunt aunts brother brothers cousin cousins dad dads fam family families father fathers
+    grandchild grandchildren granddaughter granddaughters grandfather grandfathers
+    grandmother grandmothers grandparent grandparents grandson grandsons husband mom moms mother
+    mothers nephew nephews niece nieces parent parents partner sibling siblings sister sisters
+    spouse uncle uncles wife""")
+_OFFSPRING = _words("child children son sons daughter daughters")
+_POSSESSIVES = _words("his her their whose")
+_TIME_UNITS = _words("day days week weeks month months hour hours night nights year years")
+
+
+def context_rules() -> list[Any]:
+    """The ConText rules used: medspacy's defaults, less its family rule, plus these."""
+    from medspacy.context import ConTextRule
+
+    def rule(literal: str, category: str, direction: str, pattern: Any = None) -> Any:
+        return ConTextRule(literal, category, pattern=pattern, direction=direction)
+
+    def any_of(*words: str) -> dict[str, Any]:
+        return {"LOWER": {"IN": list(words)}}
+
+    be = any_of("was", "were", "is", "are", "been", "being")
+    defaults = [r for r in ConTextRule.from_json(_default_rules_path()) if r.category != "FAMILY"]
+    added = [
+        # family: relatives, and offspring only with a possessive
+        rule(
+            "relative", "FAMILY", "FORWARD", [any_of(*_RELATIVES), {**any_of("'s", "'"), "OP": "?"}]
+        ),
+        rule("his son", "FAMILY", "FORWARD", [any_of(*_POSSESSIVES), any_of(*_OFFSPRING)]),
+        # historical
+        rule("status post", "HISTORICAL", "FORWARD"),
+        rule("s/p", "HISTORICAL", "FORWARD"),
+        rule("previous", "HISTORICAL", "FORWARD", [any_of("previous", "previously", "prior")]),
+        rule("former", "HISTORICAL", "FORWARD", [any_of("former", "formerly")]),
+        rule("prior to", "HISTORICAL", "PSEUDO", [any_of("prior", "previous"), {"LOWER": "to"}]),
+        rule(
+            "previous days",
+            "HISTORICAL",
+            "PSEUDO",
+            [
+                any_of("previous", "prior", "preceding"),
+                {"LIKE_NUM": True, "OP": "?"},
+                any_of(*_TIME_UNITS),
+            ],
+        ),
+        # uncertain
+        rule(
+            "suspected",
+            "POSSIBLE_EXISTENCE",
+            "FORWARD",
+            [any_of("suspected", "suspect", "probable", "presumed", "presumptive", "possibly")],
+        ),
+        rule("questionable", "POSSIBLE_EXISTENCE", "FORWARD"),
+        rule(
+            "suspicion of",
+            "POSSIBLE_EXISTENCE",
+            "FORWARD",
+            [{"LOWER": "suspicion"}, any_of("of", "for")],
+        ),
+        rule("differential diagnosis", "POSSIBLE_EXISTENCE", "FORWARD"),
+        rule("was suspected", "POSSIBLE_EXISTENCE", "BACKWARD", [be, {"LOWER": "suspected"}]),
+        rule(
+            "cannot be excluded",
+            "POSSIBLE_EXISTENCE",
+            "BACKWARD",
+            [any_of("cannot", "not"), {"LOWER": "be", "OP": "?"}, any_of("excluded", "ruled")],
+        ),
+        rule(
+            "as possible",
+            "POSSIBLE_EXISTENCE",
+            "PSEUDO",
+            [any_of("as", "if"), {"LOWER": "possible"}],
+        ),
+        # a new event ends any cue's scope: "history of ulcer, consulted for abdominal pain"
+        rule(
+            "consulted",
+            "HISTORICAL",
+            "TERMINATE",
+            [
+                any_of(
+                    "consulted",
+                    "consults",
+                    "complaining",
+                    "complains",
+                    "complained",
+                    "presented",
+                    "admitted",
+                    "came",
+                    "comes",
+                    "attended",
+                    "referred",
+                    "currently",
+                )
+            ],
+        ),
+        # hypothetical (the default "risks of" rule can never match: one token, two words)
+        rule("risk of", "HYPOTHETICAL", "FORWARD", [any_of("risk", "risks"), any_of("of", "for")]),
+        rule("in case of", "HYPOTHETICAL", "FORWARD"),
+        # negated ("was negative for X" negates X, not what comes before)
+        rule(
+            "was negative for",
+            "NEGATED_EXISTENCE",
+            "FORWARD",
+            [be, any_of("negative", "neg"), any_of("for", "of")],
+        ),
+        rule(
+            "was excluded", "NEGATED_EXISTENCE", "BACKWARD", [be, any_of("excluded", "discarded")]
+        ),
+        rule(
+            "ruling out",
+            "NEGATED_EXISTENCE",
+            "FORWARD",
+            [any_of("ruling", "excluding"), {"LOWER": "out", "OP": "?"}],
+        ),
+    ]
+    return defaults + added
+
+
+def as_phrases(rules: list[Any]) -> list[Any]:
+    """The rules with each token pattern spelled out as literal phrases, same matches.
+
+    ConText matches token patterns with spaCy's Matcher, whose optional/"IN" tokens cost
+    ~20 ms a note; spelled out (under a thousand phrases) they go to its PhraseMatcher, which
+    costs well under one. Patterns using more than "LOWER" (a string or {"IN": [...]}) and
+    "OP": "?" stay token patterns (at least one should: spaCy warns on an empty Matcher).
+    """
+    from medspacy.context import ConTextRule
+
+    out: list[Any] = []
+    for rule in rules:
+        if not isinstance(rule.pattern, list):
+            out.append(rule)
+            continue
+        if any(set(t) - {"LOWER", "OP"} or t.get("OP", "?") != "?" for t in rule.pattern):
+            out.append(rule)
+            continue
+        choices: list[list[str | None]] = []
+        for token in rule.pattern:
+            value = token["LOWER"]
+            words: list[str | None] = list(value["IN"]) if isinstance(value, dict) else [value]
+            choices.append([*words, None] if "OP" in token else words)
+        for combination in product(*choices):
+            words_used = [w for w in combination if w is not None]
+            if not words_used:
+                continue
+            out.append(
+                ConTextRule(
+                    " ".join(words_used),
+                    rule.category,
+                    direction=rule.direction,
+                    allowed_types=rule.allowed_types,
+                    excluded_types=rule.excluded_types,
+                    max_scope=rule.max_scope,
+                    max_targets=rule.max_targets,
+                    terminated_by=rule.terminated_by,
+                )
+            )
+    return out
+
+
+def _default_rules_path() -> str:
+    """medspacy ships its English ConText rules beside the package (resources/en)."""
+    import medspacy.context.context as module
+
+    return str(
+        Path(module.__file__).resolve().parents[2] / "resources" / "en" / "context_rules.json"
+    )
