@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "icdcoder.commands.memory",
     "icdcoder.commands.pack",
     "icdcoder.commands.settings",
+    "icdcoder.commands.train",
 )
 
 
