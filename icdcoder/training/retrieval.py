@@ -102,7 +102,8 @@ def retrieve_cases(
 
 
 def retrieval_key(pack: Pack, top_k: int) -> str:
-    """``<pack name>-<digest>`` over what the catalogue search depends on."""
+    """``plain-<digest>`` (``enriched-`` with enrichment) over what the catalogue search depends
+    on; not the pack's name, weights or memory."""
     m = pack.manifest
     content = [
         CACHE_FORMAT,
@@ -111,7 +112,8 @@ def retrieval_key(pack: Pack, top_k: int) -> str:
         m.enrichment.sha256 if m.enrichment else None,
         top_k,
     ]
-    return f"{m.name}-{hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]
+    return f"{'enriched' if m.enrichment else 'plain'}-{digest}"
 
 
 def cache_stem(cache_dir: Path, corpus: str, cases: Sequence[CodedCase], retrieval: str) -> Path:

@@ -23,7 +23,7 @@ from icdcoder.services.verifier.weights import VerifierWeights
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.memory import Example, MemoryNote
 from icdcoder.shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
-from icdcoder.shared.pack import BUILTIN, load_pack, open_pack
+from icdcoder.shared.pack import BUILTIN, Pack, load_pack, open_pack
 from icdcoder.shared.settings import Settings, VerifierConfig
 from icdcoder.training.corpus import (
     CaseList,
@@ -38,6 +38,7 @@ from icdcoder.training.retrieval import (
     Retrieved,
     cache_stem,
     cached,
+    retrieval_key,
     retrieve_cases,
     with_memory,
 )
@@ -206,6 +207,16 @@ def test_retrieval_cache_is_reused_for_the_same_texts_only(tmp_path: Path) -> No
     assert np.array_equal(again.span_vectors, first.span_vectors)
     edited = [cases[0], cases[1], CodedCase(cases[2].case_id, "patient has fever.", ())]
     assert cache_stem(tmp_path, "tiny", edited, "key") != stem
+
+
+def test_packs_that_differ_only_in_weights_share_a_retrieval_cache() -> None:
+    base = load_pack()
+    retrained = Pack(base.root, base.manifest.model_copy(update={"name": "other"}))
+    assert retrieval_key(retrained, 20) == retrieval_key(base, 20)
+    assert retrieval_key(base, 30) != retrieval_key(base, 20)
+    model = base.manifest.model.model_copy(update={"fingerprint": "model-0123456789ab"})
+    other_model = Pack(base.root, base.manifest.model_copy(update={"model": model}))
+    assert retrieval_key(other_model, 20) != retrieval_key(base, 20)
 
 
 def test_memory_search_leaves_a_training_cases_own_examples_out() -> None:
