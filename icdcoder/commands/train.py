@@ -121,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         weights, report = fit_weights(
-            data, base, options, corpus=corpus.description, settings=settings
+            data,
+            base,
+            options,
+            corpus=corpus.description,
+            settings=settings,
+            progress=not args.no_progress,
         )
     except ValueError as exc:
         return fail(f"cannot fit on {corpus.name}: {exc}")

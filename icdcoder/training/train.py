@@ -194,6 +194,7 @@ def fit_weights(
     *,
     corpus: str,
     settings: Settings,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], FitReport]:
     """The new weights file's content (span and note sections) and what the fit saw."""
     from icdcoder.services.verifier.similarity import SimilarityVerifier
@@ -212,7 +213,9 @@ def fit_weights(
         report.span_cases, report.candidates = count, len(y)
         report.span_positives, report.span_features = int(y.sum()), tuple(features)
     verifier = SimilarityVerifier(weights=SpanWeights.from_dict(weights))
-    x, y = note_rows(data.cases, data.notes, verifier, data.memory_notes, settings.verifier)
+    x, y = note_rows(
+        data.cases, data.notes, verifier, data.memory_notes, settings.verifier, progress=progress
+    )
     origin = provenance(corpus, len(data.cases), data.retrieval, memory, "codes", y, "note")
     if options.note_model == "trees":
         params = dict(options.tree_params or base_tree_params(base))
