@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "icdcoder.commands.backfill",
     "icdcoder.commands.export",
     "icdcoder.commands.serve",
+    "icdcoder.commands.train",
 )
 
 

@@ -44,7 +44,7 @@ MEDSPACY_SECTION_NAMES = {
 
 def pyrush_sentences() -> SentenceSplitter:
     """PyRuSH's sentence boundaries; our sections, header text and bullets left out."""
-    from PyRuSH import RuSH  # type: ignore[import-untyped]
+    from PyRuSH import RuSH
 
     rush: Any = RuSH(rules=str(_medspacy_resources() / "rush_rules.tsv"))
 

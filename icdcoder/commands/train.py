@@ -1,0 +1,231 @@
+"""``icdcoder train``: fit a pack's verifier weights on a coded corpus and write a new pack.
+
+The corpus is retrieved with the base pack (its model, enrichment and memory; cached, so only
+the first fit on a corpus takes minutes), the span model is fitted on the first ``--span-cases``
+cases and the note model on all of them, and a new pack is written with the base's parts and the
+new weights. The base's operating points are kept: check them on held-out data
+(``icdcoder eval --split dev --pack OUT``). docs/confidence.md says what each part is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from icdcoder.codiesp import TEXT_DIRS
+from icdcoder.commands.options import fail, load_settings, positive_int
+from icdcoder.shared.pack import OpenPack, open_pack
+from icdcoder.training.corpus import CodiEspCorpus, trainable_cases
+from icdcoder.training.train import (
+    FitOptions,
+    FitReport,
+    TrainingData,
+    fit_weights,
+    retrieve_corpus,
+)
+
+#: As :class:`icdcoder.shared.pack.Manifest` requires.
+PACK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,80}$")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fit the verifier's span and note models on a coded corpus into a new pack",
+        description="Retrieve a CodiEsp training split with the base pack (cached), fit the "
+        "span model (logistic) and the note model (boosted trees) on its gold codes, and write "
+        "a new pack with the base's parts and the new weights. The base's operating points "
+        "are kept; check them on dev. Never fits on dev or test.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="CodiEsp folder")
+    parser.add_argument("--split", default="train", help="split to fit on (default train)")
+    parser.add_argument("--lang", choices=sorted(TEXT_DIRS), default="en", help="default en")
+    parser.add_argument("--out", type=Path, required=True, help="new pack folder")
+    parser.add_argument("--name", required=True, help="new pack name (lower case, digits, . _ -)")
+    parser.add_argument("--description", default="", help="one line on the new pack")
+    parser.add_argument(
+        "--pack", type=Path, help="base pack (default ICDCODER_PACK, else built in)"
+    )
+    parser.add_argument("--cache-dir", type=Path, help="where retrievals and indexes are cached")
+    parser.add_argument(
+        "--span-cases", type=positive_int, help="fit the span model on the first N cases (all)"
+    )
+    parser.add_argument(
+        "--span-features",
+        help="comma-separated span features (default: those of the base's weights)",
+    )
+    parser.add_argument(
+        "--note-model",
+        choices=["trees", "logistic"],
+        default="trees",
+        help="boosted trees (default; the base's tree settings) or logistic weights",
+    )
+    parser.add_argument(
+        "--no-span", action="store_true", help="keep the base's span weights, fit the note model"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.set_defaults(handler=run)
+
+
+def _problem(args: argparse.Namespace) -> str | None:
+    """A one-line problem with the arguments, found before minutes of retrieval."""
+    from icdcoder.services.verifier.span_model import FEATURES
+
+    if not PACK_NAME.match(args.name):
+        return f"pack name {args.name!r}: lower case letters, digits, '.', '_' and '-' only"
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        return f"{args.out} exists and is not an empty folder: choose a new one"
+    if args.span_features is not None:
+        if args.no_span:
+            return "--span-features and --no-span contradict each other"
+        names = [name.strip() for name in args.span_features.split(",") if name.strip()]
+        unknown = [name for name in names if name not in FEATURES]
+        if unknown or not names:
+            return (
+                f"unknown span feature(s) {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(FEATURES)}"
+            )
+    if args.no_span and args.span_cases is not None:
+        return "--span-cases and --no-span contradict each other"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from icdcoder.training.weights_file import read_weights
+
+    problem = _problem(args)
+    if problem:
+        return fail(problem)
+    settings = load_settings(args)
+    corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
+    cases = trainable_cases(corpus)  # CorpusError: refused or unreadable, one line
+    opened = open_pack(settings.pack)
+    try:
+        base = read_weights(opened.pack.weights_path)
+    except ValueError as exc:
+        return fail(f"base pack {opened.pack.name}: {exc}")
+    started = time.perf_counter()
+    data = retrieve_corpus(corpus.name, cases, opened, settings, progress=not args.no_progress)
+    fit_started = time.perf_counter()
+    options = FitOptions(
+        span_cases=args.span_cases,
+        fit_span=not args.no_span,
+        span_features=tuple(n.strip() for n in args.span_features.split(",") if n.strip())
+        if args.span_features
+        else None,
+        note_model=args.note_model,
+    )
+    try:
+        weights, report = fit_weights(
+            data,
+            base,
+            options,
+            corpus=corpus.description,
+            settings=settings,
+            progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        return fail(f"cannot fit on {corpus.name}: {exc}")
+    fit_seconds = time.perf_counter() - fit_started
+    pack_id = write_pack(args, opened, weights, report, corpus.description)
+    print(summary(pack_id, args.out, data, report, weights, corpus.description))
+    print(
+        f"  seconds     retrieval {data.seconds:.0f}"
+        f"{' (cached)' if data.from_cache else ''}, fit {fit_seconds:.0f}, "
+        f"total {time.perf_counter() - started:.0f}"
+    )
+    return 0
+
+
+def write_pack(
+    args: argparse.Namespace,
+    opened: OpenPack,
+    weights: dict[str, Any],
+    report: FitReport,
+    corpus: str,
+) -> str:
+    """The new pack: the base's parts (memory included), the new weights; its id."""
+    from icdcoder.packs import PackSpec, build_pack
+    from icdcoder.shared.pack import MANIFEST, load_pack
+    from icdcoder.training.weights_file import write_weights
+
+    with tempfile.TemporaryDirectory(prefix="icdcoder-train-") as tmp:
+        path = Path(tmp) / "weights.json"
+        write_weights(path, weights)
+        spec = PackSpec(
+            name=args.name,
+            description=args.description,
+            weights=path,
+            memory=opened.pack.memory_path,
+        )
+        pack = build_pack(args.out, spec, catalogue=opened.catalogue, base=opened.pack)
+    # say where the weights came from rather than the temporary file they were copied from
+    provenance = dict(pack.manifest.provenance) | {"weights": _fitted(report, corpus)}
+    manifest = pack.manifest.model_copy(update={"provenance": provenance})
+    tmp_manifest = args.out / f".{MANIFEST}.tmp"
+    tmp_manifest.write_text(manifest.model_dump_json(indent=2) + "\n")
+    tmp_manifest.replace(args.out / MANIFEST)
+    return load_pack(args.out).id
+
+
+def _fitted(report: FitReport, corpus: str) -> str:
+    span = f"span model on {report.span_cases} cases" if report.span_cases else "base span model"
+    trees = report.tree_params
+    note = (
+        f"note trees {trees['max_iter']} x {trees['max_leaf_nodes']} leaves"
+        if trees
+        else "logistic note model"
+    )
+    return f"icdcoder train on {corpus}: {span}, {note} on {report.note_cases} cases"
+
+
+def summary(
+    pack_id: str,
+    out: Path,
+    data: TrainingData,
+    report: FitReport,
+    weights: dict[str, Any],
+    corpus: str,
+) -> str:
+    """What was fitted, on what, and the operating points kept."""
+    from icdcoder.services.verifier.span_model import FEATURES
+
+    span_values = " ".join(
+        f"{name} {weights[name]:+.4f}" for name in ("bias", *FEATURES) if name in weights
+    )
+    span_line = (
+        f"  span model  {report.span_cases:,} cases, {report.candidates:,} candidates, "
+        f"{report.span_positives:,} positives: {span_values}"
+        if report.span_cases
+        else f"  span model  kept from the base: {span_values}"
+    )
+    trees = report.tree_params
+    kind = f"{trees['max_iter']} trees of {trees['max_leaf_nodes']} leaves" if trees else "logistic"
+    span_point = weights.get("operating_point") or {}
+    note_point = (weights.get("note") or {}).get("operating_point") or {}
+    lines = [
+        f"pack {pack_id}  ({out})",
+        f"  corpus      {corpus}: {len(data.cases):,} cases, "
+        f"{'memory left out per case' if data.memory else 'no memory'}",
+        span_line,
+        f"  note model  {kind}: {report.note_cases:,} cases, {report.codes:,} codes, "
+        f"{report.note_positives:,} positives",
+        "  kept        operating points of the base: "
+        f"span {_point(span_point)}; note {_point(note_point)} (check them on dev)",
+    ]
+    return "\n".join(lines)
+
+
+def _point(point: dict[str, Any]) -> str:
+    shown = {
+        "accept_threshold": "accept",
+        "review_threshold": "review",
+        "max_codes_per_span": "per span",
+        "max_codes_per_note": "per note",
+    }
+    parts = [f"{label} {point[key]}" for key, label in shown.items() if key in point]
+    return ", ".join(parts) or "none (defaults)"

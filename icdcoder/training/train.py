@@ -1,0 +1,235 @@
+"""A fit from end to end: a base pack and a coded corpus in, new verifier weights out.
+
+:func:`retrieve_corpus` retrieves the corpus with the base pack (cached) and searches its memory
+with each case's own examples left out; :func:`fit_weights` fits the span model on the first
+``span_cases`` cases and the note model on all of them over the new span confidences, and returns
+the weights file's content, the base's operating points kept. ``icdcoder train`` writes that into
+a new pack.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from icdcoder.services.verifier.span_model import FEATURES, SpanWeights
+from icdcoder.shared.memory import MemoryNote
+from icdcoder.shared.messages import RetrievedNote
+from icdcoder.shared.pack import OpenPack
+from icdcoder.shared.settings import Settings
+from icdcoder.training.corpus import CodedCase
+from icdcoder.training.note_fit import (
+    TREE_PARAMS,
+    fit_note_logistic,
+    fit_trees,
+    note_rows,
+)
+from icdcoder.training.retrieval import (
+    ExampleVectors,
+    Retrieved,
+    cache_stem,
+    cached,
+    retrieval_key,
+    retrieve_cases,
+    with_memory,
+)
+from icdcoder.training.span_fit import fit_span, span_rows
+from icdcoder.training.weights_file import provenance, with_note, with_span
+
+NoteModelKind = Literal["trees", "logistic"]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The corpus as the verifier sees it with the base pack."""
+
+    cases: tuple[CodedCase, ...]
+    notes: tuple[RetrievedNote, ...]
+    #: Whether the pack has an example memory (its examples searched leave-one-case-out).
+    memory: bool = False
+    #: The memory's coded notes (empty without a memory).
+    memory_notes: tuple[MemoryNote, ...] = ()
+    #: The retrieval cache's name (provenance).
+    retrieval: str = ""
+    from_cache: bool = False
+    seconds: float = 0.0
+
+
+def _progress(desc: str) -> Any:
+    from tqdm import tqdm
+
+    return lambda cases: tqdm(cases, desc=desc, unit="note", file=sys.stderr)
+
+
+def retrieve_corpus(
+    corpus_name: str,
+    cases: Sequence[CodedCase],
+    opened: OpenPack,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    leave_case_out: bool = True,
+) -> TrainingData:
+    """Every case retrieved with the pack (cached), its memory searched leave-one-case-out
+    (``leave_case_out=False``: as the retriever searches it, for held-out cases)."""
+    from icdcoder.services.retriever.adapters import load_encoder
+
+    started = time.perf_counter()
+    pack, config = opened.pack, settings.retriever
+    descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
+    key = retrieval_key(pack, config.top_k)
+    encoder = None
+
+    def compute() -> Retrieved:
+        nonlocal encoder
+        from icdcoder.services.retriever.core import Encoder, Retriever
+        from icdcoder.services.retriever.vector_cache import load_or_build_index, stderr_progress
+        from icdcoder.services.segmenter.core import Segmenter
+
+        encoder = encoder or load_encoder(pack, config)
+        bundle = load_or_build_index(
+            opened.catalogue,
+            encoder,
+            settings.cache_dir,
+            prebuilt=pack.vectors_path,
+            progress=stderr_progress if progress else None,
+        )
+        bundle.index.to_gpu_if_available()
+
+        def make_retriever(recorder: Encoder) -> Retriever:
+            return Retriever(
+                recorder,
+                bundle.index,
+                bundle.rows,
+                descriptions,
+                catalogue_version=opened.catalogue.version,
+                pack=pack.id,
+                top_k=config.top_k,
+            )
+
+        segmenter = Segmenter(settings.segmenter)
+        return retrieve_cases(
+            cases,
+            segmenter.segment,
+            make_retriever,
+            encoder,
+            _progress(f"retrieve {corpus_name}") if progress else None,
+        )
+
+    stem = cache_stem(settings.cache_dir, corpus_name, cases, key)
+    retrieved, hit = cached(stem, cases, compute)
+    notes = retrieved.notes
+    memory = opened.memory
+    memory_notes: tuple[MemoryNote, ...] = ()
+    if memory is not None:
+        memory_notes = memory.notes
+        if memory.examples:
+            encoder = encoder or load_encoder(pack, config)
+            examples = ExampleVectors.encode(memory.examples, encoder)
+            notes = tuple(
+                with_memory(
+                    notes,
+                    retrieved.span_vectors,
+                    examples,
+                    descriptions,
+                    leave_case_out=leave_case_out,
+                    neighbours=config.memory_neighbours,
+                )
+            )
+    return TrainingData(
+        cases=tuple(cases),
+        notes=notes,
+        memory=memory is not None,
+        memory_notes=memory_notes,
+        retrieval=stem.name,
+        from_cache=hit,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What to fit; None and empty values take the base's choices."""
+
+    #: The span model is fitted on the first N cases (None: all).
+    span_cases: int | None = None
+    #: Keep the base's span weights; fit only the note model over them.
+    fit_span: bool = True
+    #: The span features (None: those the base's span weights have).
+    span_features: tuple[str, ...] | None = None
+    note_model: NoteModelKind = "trees"
+    #: Boosting settings (None: the base's trees' settings, else :data:`TREE_PARAMS`).
+    tree_params: Mapping[str, float | int] | None = None
+
+
+@dataclass
+class FitReport:
+    """What a fit saw, for the summary line."""
+
+    span_cases: int = 0
+    candidates: int = 0
+    span_positives: int = 0
+    note_cases: int = 0
+    codes: int = 0
+    note_positives: int = 0
+    span_features: tuple[str, ...] = ()
+    tree_params: dict[str, float | int] = field(default_factory=dict)
+
+
+def base_span_features(base: Mapping[str, Any], memory: bool) -> tuple[str, ...]:
+    """The span features a base weights file uses, in :data:`FEATURES` order."""
+    present = tuple(name for name in FEATURES if name in base)
+    if present:
+        return present
+    return FEATURES if memory else tuple(f for f in FEATURES if not f.startswith("memory"))
+
+
+def fit_weights(
+    data: TrainingData,
+    base: Mapping[str, Any],
+    options: FitOptions,
+    *,
+    corpus: str,
+    settings: Settings,
+    progress: bool = True,
+) -> tuple[dict[str, Any], FitReport]:
+    """The new weights file's content (span and note sections) and what the fit saw."""
+    from icdcoder.services.verifier.similarity import SimilarityVerifier
+
+    report = FitReport()
+    considered = SimilarityVerifier().considered
+    memory = data.memory
+    weights = dict(base)
+    if options.fit_span:
+        count = min(options.span_cases or len(data.cases), len(data.cases))
+        features = options.span_features or base_span_features(base, memory)
+        x, y = span_rows(data.cases[:count], data.notes[:count], considered)
+        fitted = fit_span(x, y, features)
+        origin = provenance(corpus, count, data.retrieval, memory, "candidates", y, "span")
+        weights = with_span(base, fitted, origin)
+        report.span_cases, report.candidates = count, len(y)
+        report.span_positives, report.span_features = int(y.sum()), tuple(features)
+    verifier = SimilarityVerifier(weights=SpanWeights.from_dict(weights))
+    x, y = note_rows(
+        data.cases, data.notes, verifier, data.memory_notes, settings.verifier, progress=progress
+    )
+    origin = provenance(corpus, len(data.cases), data.retrieval, memory, "codes", y, "note")
+    if options.note_model == "trees":
+        params = dict(options.tree_params or base_tree_params(base))
+        note = fit_trees(x, y, params)
+        report.tree_params = params
+    else:
+        note = fit_note_logistic(x, y)
+    weights = with_note(weights, note | {"provenance": origin})
+    report.note_cases, report.codes, report.note_positives = len(data.cases), len(y), int(y.sum())
+    return weights, report
+
+
+def base_tree_params(base: Mapping[str, Any]) -> dict[str, float | int]:
+    """The boosting settings of the base's note trees, else :data:`TREE_PARAMS`."""
+    note = base.get("note") or {}
+    params = note.get("params") if "trees" in note else None
+    return dict(params) if params else dict(TREE_PARAMS)
