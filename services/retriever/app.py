@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.bus.stage import LoadedStage, StageSpec
 from icdcoder.shared.cancel import in_thread
 from icdcoder.shared.messages import RetrievedNote, SegmentedNote
 from icdcoder.shared.pack import open_pack

@@ -53,6 +53,7 @@ def export(model_path: Path, folder: Path) -> Path:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+
     class Tokens(torch.nn.Module):
         """The transformer's token vectors, its inputs by name (as ONNX sees them)."""
 

@@ -25,8 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from faststream import AckPolicy, BaseMiddleware
-from faststream.asgi import AsgiFastStream, AsgiResponse, AsyncAPIRoute, get
-from faststream.asgi.types import Scope  # at run time: FastStream reads handler annotations
+from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.specification import AsyncAPI
@@ -35,10 +34,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from structlog.contextvars import bound_contextvars
 
-from icdcoder.shared.bus import docs
 from icdcoder.shared.bus.admin import connect
 from icdcoder.shared.bus.letters import unreadable_reason
 from icdcoder.shared.bus.metrics import WorkerMetrics
+from icdcoder.shared.bus.routes import asyncapi_route, worker_routes
 from icdcoder.shared.bus.wire import entry_bytes, payload_of, unpack_payload
 from icdcoder.shared.errors import loggable
 from icdcoder.shared.logging import get_logger
@@ -107,22 +106,12 @@ class StoreWorker:
                 self._subscribe(stream, handler, idle_ms=self.config.claim_idle_ms)
         self.app = AsgiFastStream(
             self.broker,
-            asgi_routes=[
-                ("/healthz/live", _live),
-                ("/healthz/ready", self._ready_route()),
-                ("/metrics", self.metrics.asgi_app()),
-                *docs.asset_routes(),
-            ],
+            asgi_routes=worker_routes(self.broker, self._loaded.is_set, self.metrics),
             logger=faststream_log,
             lifespan=self._lifespan,
             after_startup=[self._start_tasks],
             on_shutdown=[self._stop_tasks],
-            asyncapi_path=AsyncAPIRoute(
-                "/asyncapi",
-                try_it_out_path=None,
-                asyncapi_js_url=docs.ASYNCAPI_JS,
-                asyncapi_css_url=docs.ASYNCAPI_CSS,
-            ),
+            asyncapi_path=asyncapi_route(),
             specification=AsyncAPI(
                 title="icdcoder store", description=f"{CODES}, {DEAD_LETTER} -> [store] -> SQL"
             ),
@@ -173,14 +162,6 @@ class StoreWorker:
             self.store = await asyncio.to_thread(self._open_store)
             self._loaded.set()
             log.info("store_opened", keep_text=self.store.keep_text)
-
-    def _ready_route(self) -> Any:
-        @get(include_in_schema=False)
-        async def ready(scope: Scope) -> AsgiResponse:
-            ok = self._loaded.is_set() and await self.broker.ping(timeout=2.0)
-            return AsgiResponse(b"", 204 if ok else 503)
-
-        return ready
 
     # -- per entry
 
@@ -329,8 +310,3 @@ class _KeepUnreadable(BaseMiddleware):
             await self.worker.keep_unreadable(self.msg, exc_val)
             return True
         return False
-
-
-@get(include_in_schema=False)
-async def _live(scope: Scope) -> AsgiResponse:
-    return AsgiResponse(b"", 204)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from icdcoder.shared.bus.worker import LoadedStage, StageSpec
+from icdcoder.shared.bus.stage import LoadedStage, StageSpec
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.messages import RetrievedNote, VerifiedNote
 from icdcoder.shared.pack import open_pack

@@ -31,23 +31,37 @@ Logs carry ids, counts, status codes and token usage; never note, span or reply 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 
-from icdcoder.services.verifier.prompts import PROMPT_VERSION, PromptTemplate, load_template
-from icdcoder.shared.errors import describe_validation
+from icdcoder.services.verifier.prompts import PROMPT_VERSION, load_template
+from icdcoder.services.verifier.vllm_prompt import (
+    NONE_CODE,
+    CatalogueLookup,
+    PromptBuilder,
+    SpanPrompt,
+    SpanReply,
+    approx_tokens,
+    reply_model,
+    response_format,
+)
+from icdcoder.services.verifier.vllm_wire import (
+    RETRY_STATUSES,
+    Completion,
+    Fatal,
+    Retryable,
+    UsageStats,
+    VerifierUnavailableError,
+    describe,
+    retry_after,
+)
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.messages import (
-    Candidate,
-    Decision,
     RetrievedNote,
     SpanCandidates,
     Verdict,
@@ -58,289 +72,14 @@ from icdcoder.shared.settings import VllmConfig
 
 log = get_logger(__name__)
 
-NONE_CODE = "NONE"
 BACKEND = "vllm"
-#: Characters per token for budgeting. Prompts are not tokenized client-side (the server's
-#: tokenizer is not known here); English clinical text runs at about 4 characters per token
-#: for common BPE vocabularies, and the server's ``usage`` reports the real count.
-CHARS_PER_TOKEN = 4
-JUSTIFICATION_MAX_CHARS = 300
-#: HTTP statuses worth retrying: rate limited, and server-side trouble.
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-_SPACE_RE = re.compile(r"\s+")
-
-
-class CodeInfoLike(Protocol):
-    """What the prompt uses from a catalogue entry (``icdcoder.shared.catalogue.CodeInfo`` fits)."""
-
-    @property
-    def description(self) -> str: ...
-    @property
-    def inclusion_terms(self) -> tuple[str, ...]: ...
-    @property
-    def excludes1(self) -> tuple[str, ...]: ...
-    @property
-    def code_first(self) -> tuple[str, ...]: ...
-
-
-class CatalogueLookup(Protocol):
-    """The catalogue as this backend needs it (``icdcoder.shared.catalogue.Catalogue`` fits)."""
-
-    def get(self, code: str) -> CodeInfoLike | None: ...
-
-
-class VerifierUnavailableError(RuntimeError):
-    """The vLLM server gave no usable verdict for a span after the retries (or refused it).
-
-    The message names the span id, attempts and the last reason (status, error type or what
-    failed validation), never patient text.
-    """
-
-    def __init__(self, span_id: str, attempts: int, reason: str) -> None:
-        super().__init__(
-            f"vllm verifier gave up on span {span_id} after {attempts} attempt(s): {reason}"
-        )
-        self.span_id = span_id
-        self.attempts = attempts
-        self.reason = reason
-
-
-class _Retryable(Exception):
-    """One failed attempt that may succeed if tried again."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    """A failed attempt that retrying cannot fix (e.g. HTTP 400, 401, 404)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-Justification = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=JUSTIFICATION_MAX_CHARS)
+__all__ = [
+    "NONE_CODE",
+    "PromptBuilder",
+    "VerifierUnavailableError",
+    "VllmVerifier",
+    "approx_tokens",
 ]
-
-
-class SpanReply(BaseModel):
-    """A validated reply (``code`` is one of the enum the reply model was built with)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    code: str
-    decision: Decision
-    confidence: float = Field(ge=0.0, le=1.0)
-    justification: Justification
-
-
-def reply_model(codes: Sequence[str]) -> type[BaseModel]:
-    """The pydantic model of a reply for a span whose candidates are ``codes``.
-
-    ``code`` is a ``Literal`` of the candidate codes plus ``"NONE"``; its JSON schema is what
-    the server constrains decoding to.
-    """
-    choices = tuple(dict.fromkeys([*codes, NONE_CODE]))
-    code_type = cast(Any, Literal).__getitem__(choices)
-    model: type[BaseModel] = create_model(
-        "SpanVerdict",
-        __config__=ConfigDict(extra="forbid"),
-        code=(code_type, ...),
-        decision=(cast(Any, Decision), ...),
-        confidence=(float, Field(ge=0.0, le=1.0)),
-        justification=(Justification, ...),
-    )
-    return model
-
-
-def response_format(model: type[BaseModel]) -> dict[str, Any]:
-    """The ``response_format`` for a chat-completions request constrained to ``model``."""
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "span_verdict",
-            "schema": model.model_json_schema(),
-            "strict": True,
-        },
-    }
-
-
-def approx_tokens(text: str) -> int:
-    """Approximate token count (see :data:`CHARS_PER_TOKEN`)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
-def _clean(text: str) -> str:
-    return _SPACE_RE.sub(" ", text).strip()
-
-
-def _clip(text: str, limit: int) -> str:
-    text = _clean(text)
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-@dataclass(frozen=True)
-class SpanPrompt:
-    """A rendered request for one span: the messages and the codes its enum allows."""
-
-    span_id: str
-    system: str
-    user: str
-    codes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PromptBuilder:
-    """Renders the template for one span, trimmed to an approximate token budget.
-
-    Budget rule (tokens ~ chars/4): the fixed text (instructions, sentence, span, flags) is
-    always kept (the sentence is clipped to ``sentence_chars`` around the span). Then every
-    shown candidate gets its code and description line, in retrieval order; candidates beyond
-    ``max_candidates``, or whose line no longer fits, are dropped (and are not in the enum).
-    What budget is left goes to catalogue notes in retrieval order: for each candidate its
-    inclusion terms, Excludes1 and code-first notes, at most ``notes_per_kind`` of each kind,
-    each clipped to ``note_chars``; a note that does not fit is skipped. So the top candidates
-    keep their notes and the tail loses them first.
-    """
-
-    template: PromptTemplate
-    catalogue: CatalogueLookup
-    token_budget: int = 1200
-    max_candidates: int = 10
-    notes_per_kind: int = 3
-    note_chars: int = 160
-    sentence_chars: int = 600
-
-    def build(self, item: SpanCandidates, note_text: str) -> SpanPrompt:
-        span = item.span
-        fields = {
-            "prompt_version": self.template.version,
-            "section": _clip(span.section, 80) or "(none)",
-            "sentence": self._sentence(
-                note_text, span.start, span.end, span.sentence_start, span.sentence_end
-            ),
-            "span": _clip(span.text, 300),
-            "flags": ", ".join(span.context.active()) or "none",
-        }
-        system = self.template.system.format(**fields)
-        fixed = approx_tokens(system) + approx_tokens(
-            self.template.user.format(candidates="", **fields)
-        )
-        left = self.token_budget - fixed
-
-        shown: list[tuple[Candidate, str]] = []
-        seen: set[str] = set()
-        for cand in item.candidates:
-            if len(shown) >= self.max_candidates:
-                break
-            if cand.code in seen or cand.code == NONE_CODE:
-                continue
-            info = self.catalogue.get(cand.code)
-            description = info.description if info is not None else cand.description
-            line = f"{len(shown) + 1}. {cand.code}: {_clip(description, 200)}"
-            matched = _clean(cand.matched)
-            if matched and matched.lower() != _clean(description).lower():
-                line += f" (matched: {_clip(matched, 120)})"
-            cost = approx_tokens(line) + 1
-            if shown and cost > left:  # the first candidate is always shown
-                break
-            shown.append((cand, line))
-            seen.add(cand.code)
-            left -= cost
-
-        blocks: list[list[str]] = [[line] for _, line in shown]
-        for block, (cand, _) in zip(blocks, shown, strict=True):
-            info = self.catalogue.get(cand.code)
-            if info is None:
-                continue
-            for label, notes in (
-                ("includes", info.inclusion_terms),
-                ("Excludes1", info.excludes1),
-                ("code first", info.code_first),
-            ):
-                for note in notes[: self.notes_per_kind]:
-                    text = f"   {label}: {_clip(note, self.note_chars)}"
-                    cost = approx_tokens(text) + 1
-                    if cost <= left:
-                        block.append(text)
-                        left -= cost
-        candidates = "\n".join(line for block in blocks for line in block)
-        user = self.template.user.format(candidates=candidates, **fields)
-        return SpanPrompt(
-            span_id=span.span_id,
-            system=system,
-            user=user,
-            codes=tuple(cand.code for cand, _ in shown),
-        )
-
-    def _sentence(self, text: str, start: int, end: int, s_start: int, s_end: int) -> str:
-        """The span's sentence, clipped around the span to ``sentence_chars``."""
-        lo, hi = s_start, s_end
-        if hi - lo > self.sentence_chars:
-            room = max(0, self.sentence_chars - (end - start)) // 2
-            lo = max(s_start, start - room)
-            hi = min(s_end, end + room)
-        sentence = _clean(text[lo:hi])
-        return ("…" if lo > s_start else "") + sentence + ("…" if hi < s_end else "")
-
-
-class _Envelope(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _TokenUsage(_Envelope):
-    prompt_tokens: int = Field(default=0, ge=0)
-    completion_tokens: int = Field(default=0, ge=0)
-
-
-class _Message(_Envelope):
-    content: str | None = None
-
-
-class _Choice(_Envelope):
-    message: _Message
-    finish_reason: str | None = None
-
-
-class _Completion(_Envelope):
-    """The parts of a chat-completions response this backend reads."""
-
-    choices: list[_Choice] = Field(min_length=1)
-    usage: _TokenUsage | None = None
-
-
-@dataclass
-class UsageStats:
-    """Counts for one note (logged) or since the verifier was made (:attr:`VllmVerifier.stats`).
-
-    ``requests`` counts every attempt sent; ``malformed`` the replies rejected by validation.
-    """
-
-    spans: int = 0
-    requests: int = 0
-    retries: int = 0
-    malformed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def add(self, other: UsageStats) -> None:
-        for name, value in other.log_fields().items():
-            setattr(self, name, getattr(self, name) + value)
-
-    def log_fields(self) -> dict[str, int]:
-        return {
-            "spans": self.spans,
-            "requests": self.requests,
-            "retries": self.retries,
-            "malformed": self.malformed,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-        }
 
 
 class VllmVerifier:
@@ -482,9 +221,9 @@ class VllmVerifier:
             try:
                 async with self._semaphore:
                     reply = await self._attempt(body, model, usage)
-            except _Fatal as fatal:
+            except Fatal as fatal:
                 raise VerifierUnavailableError(item.span.span_id, attempt, fatal.reason) from None
-            except _Retryable as failed:
+            except Retryable as failed:
                 reason = failed.reason
                 if attempt == attempts:
                     break
@@ -519,19 +258,19 @@ class VllmVerifier:
                 self._url, json=body, headers=self._headers, timeout=self._timeout
             )
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timeout ({type(exc).__name__})") from None
+            raise Retryable(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"connection error ({type(exc).__name__})") from None
+            raise Retryable(f"connection error ({type(exc).__name__})") from None
         status = response.status_code
         if status in RETRY_STATUSES:
-            raise _Retryable(f"HTTP {status}", _retry_after(response))
+            raise Retryable(f"HTTP {status}", retry_after(response))
         if status >= 400:
-            raise _Fatal(f"HTTP {status}")
+            raise Fatal(f"HTTP {status}")
         try:
-            completion = _Completion.model_validate_json(response.content)
+            completion = Completion.model_validate_json(response.content)
         except ValidationError as exc:
             usage.malformed += 1
-            raise _Retryable(f"malformed response: {_describe(exc)}") from None
+            raise Retryable(f"malformed response: {describe(exc)}") from None
         if completion.usage is not None:
             usage.prompt_tokens += completion.usage.prompt_tokens
             usage.completion_tokens += completion.usage.completion_tokens
@@ -544,7 +283,7 @@ class VllmVerifier:
             parsed = model.model_validate_json(choice.message.content)
         except ValueError as exc:
             usage.malformed += 1
-            raise _Retryable(f"malformed reply: {_describe(exc)}") from None
+            raise Retryable(f"malformed reply: {describe(exc)}") from None
         return SpanReply.model_validate(parsed.model_dump())
 
     def _verdict(self, item: SpanCandidates, reply: SpanReply) -> Verdict:
@@ -563,26 +302,3 @@ class VllmVerifier:
             confidence=reply.confidence,
             justification=reply.justification,
         )
-
-
-def _describe(exc: BaseException) -> str:
-    """What failed, without the reply text (it may echo patient text)."""
-    if isinstance(exc, ValidationError):
-        return describe_validation(exc, messages=False)
-    return str(exc)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), if any."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -16,9 +16,10 @@ import base64
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import BaseModel
@@ -123,3 +124,15 @@ def guess_note_id(raw: bytes | str) -> str | None:
     except UnicodeDecodeError:
         return None
     return note_id if _NOTE_ID_RE.match(note_id) else None
+
+
+async def inflate(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream parser: inflate a compressed payload before the default parsing. A corrupt
+    one is left as it is: decoding fails and it is dead-lettered with the reason."""
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if isinstance(data, dict):
+        raw = data.get(PAYLOAD_FIELD.encode())
+        if isinstance(raw, bytes):
+            with suppress(PayloadError):
+                data[PAYLOAD_FIELD.encode()] = unpack_payload(raw)
+    return await original(msg)

@@ -31,14 +31,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, cast
 
 from faststream import AckPolicy
-from faststream.asgi import AsgiFastStream, AsgiResponse, AsyncAPIRoute, get
-from faststream.asgi.types import Scope  # at run time: FastStream reads handler annotations
+from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
 from faststream.specification import AsyncAPI
@@ -46,7 +44,6 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from structlog.contextvars import bound_contextvars
 
-from icdcoder.shared.bus import docs
 from icdcoder.shared.bus.admin import connect, ensure_groups
 from icdcoder.shared.bus.letters import (
     DeadLetters,
@@ -57,13 +54,15 @@ from icdcoder.shared.bus.letters import (
 from icdcoder.shared.bus.maintenance import Maintenance
 from icdcoder.shared.bus.metrics import WorkerMetrics
 from icdcoder.shared.bus.outbox import Outbox, RedisOutbox
-from icdcoder.shared.bus.wire import PAYLOAD_FIELD, PayloadError, pack_payload, unpack_payload
+from icdcoder.shared.bus.routes import asyncapi_route, worker_routes
+from icdcoder.shared.bus.stage import InT, LoadedStage, OutT, StageSpec, check_pack
+from icdcoder.shared.bus.wire import PAYLOAD_FIELD, inflate, pack_payload
 from icdcoder.shared.cancel import Cancelled
 from icdcoder.shared.errors import describe_error, loggable
-from icdcoder.shared.logging import PublicError, get_logger
+from icdcoder.shared.logging import get_logger
 from icdcoder.shared.messages import DeadLetter
 from icdcoder.shared.settings import Settings
-from icdcoder.shared.streams import CODES, DEAD_LETTER, Stage
+from icdcoder.shared.streams import CODES, DEAD_LETTER
 
 log = get_logger("icdcoder.bus")
 
@@ -72,39 +71,6 @@ log = get_logger("icdcoder.bus")
 GRACEFUL_TIMEOUT_S = 30.0
 #: How long stopping waits for the core load and maintenance tasks.
 STOP_TASKS_S = 5.0
-
-InT = TypeVar("InT", bound=BaseModel)
-OutT = TypeVar("OutT", bound=BaseModel)
-Process = Callable[[InT], Awaitable[OutT]]
-
-
-class PackMismatch(PublicError, RuntimeError):
-    """The message was made with another model pack than this worker's (a rollout in progress:
-    retried, then dead-lettered with this reason)."""
-
-
-@dataclass(frozen=True)
-class LoadedStage(Generic[InT, OutT]):
-    """A stage's core, ready: its call, and the id of the pack it was built from (None for a
-    stage that reads no pack)."""
-
-    process: Process[InT, OutT]
-    pack: str | None = None
-
-
-@dataclass(frozen=True)
-class StageSpec(Generic[InT, OutT]):
-    """What differs between the stages: the core, its models, what to count in the log line."""
-
-    stage: Stage
-    input_model: type[InT]
-    output_model: type[OutT]
-    #: Builds the core (called once, in a thread, at startup).
-    load: Callable[[Settings], LoadedStage[InT, OutT]]
-    #: Counts for the canonical log line (spans, candidates, codes...): never text.
-    counts: Callable[[OutT], Mapping[str, int]]
-    #: Whether input messages carry a pack id that must match this worker's pack.
-    checks_pack: bool = False
 
 
 class StageWorker(Generic[InT, OutT]):
@@ -179,22 +145,12 @@ class StageWorker(Generic[InT, OutT]):
         )
         self.app = AsgiFastStream(
             self.broker,
-            asgi_routes=[
-                ("/healthz/live", _live),
-                ("/healthz/ready", self._ready_route()),
-                ("/metrics", self.metrics.asgi_app()),
-                *docs.asset_routes(),
-            ],
+            asgi_routes=worker_routes(self.broker, lambda: self.loaded, self.metrics),
             logger=faststream_log,
             lifespan=self._lifespan,
             after_startup=[self._start_tasks],
             on_shutdown=[self._on_shutdown],
-            asyncapi_path=AsyncAPIRoute(
-                "/asyncapi",
-                try_it_out_path=None,
-                asyncapi_js_url=docs.ASYNCAPI_JS,
-                asyncapi_css_url=docs.ASYNCAPI_CSS,
-            ),
+            asyncapi_path=asyncapi_route(),
             specification=AsyncAPI(
                 title=f"icdcoder {self.stage.name}",
                 description=f"{self.stage.source} -> [{self.stage.name}] -> {self.stage.sink}",
@@ -298,15 +254,6 @@ class StageWorker(Generic[InT, OutT]):
     def loaded(self) -> bool:
         return self._loaded.is_set()
 
-    def _ready_route(self) -> Any:
-        @get(include_in_schema=False)
-        async def ready(scope: Scope) -> AsgiResponse:
-            """Readiness: the core is loaded and Redis answers."""
-            ok = self.loaded and await self.broker.ping(timeout=2.0)
-            return AsgiResponse(b"", 204 if ok else 503)
-
-        return ready
-
     # -- per message
 
     @property
@@ -334,7 +281,7 @@ class StageWorker(Generic[InT, OutT]):
                 attempt = previous_deliveries(message.raw_message) + 1
                 if reclaimed:
                     self.metrics.reclaims.labels(self.stage.name).inc()
-                    attempt = await self._deliveries(message_id)
+                    attempt = await message.get_delivery_count()  # XPENDING
                 if attempt > self.config.max_deliveries:
                     outcome, counts = await self.letters.give_up(message.raw_message, attempt - 1)
                 else:
@@ -381,39 +328,7 @@ class StageWorker(Generic[InT, OutT]):
         return ("committed" if done else "duplicate"), dict(self.spec.counts(result))
 
     def _check_pack(self, note: BaseModel) -> None:
-        expected = self.runtime.pack
-        if not self.spec.checks_pack or expected is None:
-            return
-        got = getattr(note, "pack", "")
-        if got != expected:
-            raise PackMismatch(
-                f"the message was made with pack {got or '(none)'}, this {self.stage.name} "
-                f"has pack {expected}: run every stage with the same ICDCODER_PACK"
-            )
-
-    # -- reclaimed entries
-
-    async def _deliveries(self, message_id: str) -> int:
-        """How often the entry has been delivered, this time included (``XPENDING``)."""
-        redis = self._redis
-        if redis is None:
-            return 1
-        pending = await redis.xpending_range(
-            self.stage.source, self.stage.group, min=message_id, max=message_id, count=1
-        )
-        return int(pending[0]["times_delivered"]) if pending else 1
-
-
-async def inflate(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """FastStream parser: inflate a compressed payload before the default parsing. A corrupt
-    one is left as it is: decoding fails and it is dead-lettered with the reason."""
-    data = msg.get("data") if isinstance(msg, dict) else None
-    if isinstance(data, dict):
-        raw = data.get(PAYLOAD_FIELD.encode())
-        if isinstance(raw, bytes):
-            with suppress(PayloadError):
-                data[PAYLOAD_FIELD.encode()] = unpack_payload(raw)
-    return await original(msg)
+        check_pack(note, self.runtime.pack if self.spec.checks_pack else None, self.stage.name)
 
 
 def note_id_of(note: BaseModel) -> str | None:
@@ -422,9 +337,3 @@ def note_id_of(note: BaseModel) -> str | None:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
-
-
-@get(include_in_schema=False)
-async def _live(scope: Scope) -> AsgiResponse:
-    """Liveness: the process and its event loop answer."""
-    return AsgiResponse(b"", 204)

@@ -22,8 +22,9 @@ import pytest
 import redis as sync_redis
 
 from icdcoder.shared.bus.serve import serve_worker
+from icdcoder.shared.bus.stage import LoadedStage, StageSpec
 from icdcoder.shared.bus.wire import encode_entry, entry_bytes
-from icdcoder.shared.bus.worker import LoadedStage, StageSpec, StageWorker
+from icdcoder.shared.bus.worker import StageWorker
 from icdcoder.shared.logging import configure_logging
 from icdcoder.shared.messages import CodedNote, NoteIn, SegmentedNote
 from icdcoder.shared.settings import HttpConfig, Settings

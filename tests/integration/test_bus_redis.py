@@ -22,8 +22,9 @@ from redis.typing import EncodableT, FieldT
 from icdcoder.shared.bus.admin import ensure_groups
 from icdcoder.shared.bus.client import ResultFollower, bus_status, submit_notes
 from icdcoder.shared.bus.outbox import DEAD_LETTER_COUNTS, RedisOutbox
+from icdcoder.shared.bus.stage import LoadedStage, StageSpec
 from icdcoder.shared.bus.wire import encode_entry, entry_bytes
-from icdcoder.shared.bus.worker import LoadedStage, StageSpec, StageWorker
+from icdcoder.shared.bus.worker import StageWorker
 from icdcoder.shared.messages import (
     CodedNote,
     DeadLetter,

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ValidationError
 
 from icdcoder.shared.bus.docs import ASYNCAPI_CSS, ASYNCAPI_JS
 from icdcoder.shared.bus.outbox import Outbox
+from icdcoder.shared.bus.stage import LoadedStage
 from icdcoder.shared.bus.wire import entry_bytes, guess_note_id, payload_of
-from icdcoder.shared.bus.worker import LoadedStage, StageWorker
+from icdcoder.shared.bus.worker import StageWorker
 from icdcoder.shared.errors import describe_error
 from icdcoder.shared.messages import (
     Candidate,
