@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from icdcoder.services.aggregator.core import Aggregator
-from icdcoder.services.retriever.adapters import load_retriever
+from icdcoder.services.retriever.adapters import retriever_for
 from icdcoder.services.retriever.core import Retriever
 from icdcoder.services.retriever.vector_cache import ProgressFactory, stderr_progress
 from icdcoder.services.segmenter.core import Segmenter
@@ -85,14 +85,7 @@ def build_pipeline(
     weights = VerifierWeights.read(opened.pack.weights_path)
     return Pipeline(
         segmenter=Segmenter(settings.segmenter),
-        retriever=load_retriever(
-            opened.pack,
-            settings.retriever,
-            opened.catalogue,
-            settings.cache_dir,
-            memory=opened.memory,
-            progress=progress,
-        ),
+        retriever=retriever_for(opened, settings, progress=progress),
         verifier=make_verifier(settings.verifier, opened.catalogue, weights, notes),
         aggregator=Aggregator(opened.catalogue, settings.aggregator),
         pack=opened.pack,

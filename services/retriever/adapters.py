@@ -24,8 +24,8 @@ from icdcoder.services.retriever.vector_cache import (
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.memory import LoadedMemory
-from icdcoder.shared.pack import Pack, PackError, model_fingerprint
-from icdcoder.shared.settings import RetrieverConfig
+from icdcoder.shared.pack import OpenPack, Pack, PackError, model_fingerprint
+from icdcoder.shared.settings import RetrieverConfig, Settings
 
 log = get_logger(__name__)
 
@@ -70,6 +70,20 @@ def load_retriever(
         pack=pack.id,
         top_k=config.top_k,
         memory=examples,
+    )
+
+
+def retriever_for(
+    opened: OpenPack, settings: Settings, *, progress: ProgressFactory | None = None
+) -> Retriever:
+    """The retriever of an opened pack, with the settings' retriever section and cache."""
+    return load_retriever(
+        opened.pack,
+        settings.retriever,
+        opened.catalogue,
+        settings.cache_dir,
+        memory=opened.memory,
+        progress=progress,
     )
 
 

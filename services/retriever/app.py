@@ -17,17 +17,10 @@ from icdcoder.shared.streams import STAGES
 
 
 def load(settings: Settings) -> LoadedStage[SegmentedNote, RetrievedNote]:
-    from icdcoder.services.retriever.adapters import load_retriever
+    from icdcoder.services.retriever.adapters import retriever_for
 
     opened = open_pack(settings.pack)
-    retriever = load_retriever(
-        opened.pack,
-        settings.retriever,
-        opened.catalogue,
-        settings.cache_dir,
-        memory=opened.memory,
-        progress=None,
-    )
+    retriever = retriever_for(opened, settings)
     return LoadedStage(in_thread(retriever.retrieve), pack=opened.pack.id)
 
 

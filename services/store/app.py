@@ -21,10 +21,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from faststream import AckPolicy, BaseMiddleware
+from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisStreamMessage
@@ -35,7 +34,7 @@ from redis.exceptions import ResponseError
 from structlog.contextvars import bound_contextvars
 
 from icdcoder.shared.bus.admin import connect
-from icdcoder.shared.bus.letters import unreadable_reason
+from icdcoder.shared.bus.letters import unreadable_middleware, unreadable_reason
 from icdcoder.shared.bus.metrics import WorkerMetrics
 from icdcoder.shared.bus.routes import asyncapi_route, worker_routes
 from icdcoder.shared.bus.wire import entry_bytes, payload_of, unpack_payload
@@ -48,7 +47,7 @@ from icdcoder.shared.store.repository import Store
 from icdcoder.shared.streams import CODES, DEAD_LETTER
 
 if TYPE_CHECKING:
-    from faststream._internal.context.repository import ContextRepo
+    pass
 
 log = get_logger("icdcoder.store")
 
@@ -94,7 +93,7 @@ class StoreWorker:
             graceful_timeout=GRACEFUL_TIMEOUT_S,
             middlewares=[
                 self.metrics.broker_middleware("icdcoder-store"),
-                cast(Any, partial(_KeepUnreadable, worker=self)),
+                unreadable_middleware(self.keep_unreadable),
             ],
             logger=faststream_log,
             log_level=logging.DEBUG,
@@ -291,22 +290,3 @@ def _id(value: bytes | str) -> str:
 def _split(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-class _KeepUnreadable(BaseMiddleware):
-    """Hands an entry FastStream could not parse to :meth:`StoreWorker.keep_unreadable`."""
-
-    def __init__(self, msg: Any, /, *, context: ContextRepo, worker: StoreWorker) -> None:
-        super().__init__(msg, context=context)
-        self.worker = worker
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: object = None,
-    ) -> bool | None:
-        if isinstance(exc_val, Exception) and isinstance(self.msg, Mapping):
-            await self.worker.keep_unreadable(self.msg, exc_val)
-            return True
-        return False

@@ -11,8 +11,9 @@ reclaim.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faststream import BaseMiddleware
@@ -144,16 +145,20 @@ class DeadLetters:
             log.warning("message", outcome=outcome, error=letter.error)
 
 
-class RejectUnreadable(BaseMiddleware):
-    """Dead-letters a message FastStream could not parse into the stage's input model.
+OnUnreadable = Callable[[Mapping[str, Any], Exception], Awaitable[None]]
 
-    The handler catches every error of its own, so whatever reaches this hook came from
+
+class Unreadable(BaseMiddleware):
+    """Hands a message FastStream could not parse into the handler's model to ``handle``
+    (dead-letter it, keep it as a failure), then counts it as dealt with.
+
+    The handlers catch every error of their own, so whatever reaches this hook came from
     decoding or validating the message: retrying it cannot help.
     """
 
-    def __init__(self, msg: Any, /, *, context: ContextRepo, letters: DeadLetters) -> None:
+    def __init__(self, msg: Any, /, *, context: ContextRepo, handle: OnUnreadable) -> None:
         super().__init__(msg, context=context)
-        self.letters = letters
+        self.handle = handle
 
     async def after_processed(
         self,
@@ -162,6 +167,11 @@ class RejectUnreadable(BaseMiddleware):
         exc_tb: object = None,
     ) -> bool | None:
         if isinstance(exc_val, Exception) and isinstance(self.msg, Mapping):
-            await self.letters.reject_unreadable(self.msg, exc_val)
+            await self.handle(self.msg, exc_val)
             return True
         return False
+
+
+def unreadable_middleware(handle: OnUnreadable) -> Any:
+    """The middleware factory FastStream's broker takes."""
+    return partial(Unreadable, handle=handle)

@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, Generic, cast
 
 from faststream import AckPolicy
@@ -47,9 +46,9 @@ from structlog.contextvars import bound_contextvars
 from icdcoder.shared.bus.admin import connect, ensure_groups
 from icdcoder.shared.bus.letters import (
     DeadLetters,
-    RejectUnreadable,
     previous_deliveries,
     stream_id,
+    unreadable_middleware,
 )
 from icdcoder.shared.bus.maintenance import Maintenance
 from icdcoder.shared.bus.metrics import WorkerMetrics
@@ -106,7 +105,7 @@ class StageWorker(Generic[InT, OutT]):
             graceful_timeout=GRACEFUL_TIMEOUT_S,
             middlewares=[
                 self.metrics.broker_middleware(f"icdcoder-{self.stage.name}"),
-                cast(Any, partial(RejectUnreadable, letters=self.letters)),
+                unreadable_middleware(self.letters.reject_unreadable),
             ],
             logger=faststream_log,
             log_level=logging.DEBUG,

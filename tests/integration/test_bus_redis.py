@@ -7,7 +7,6 @@ before and after.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -16,7 +15,6 @@ import httpx
 import pytest
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.typing import EncodableT, FieldT
 
 from icdcoder.shared.bus.admin import ensure_groups
@@ -36,27 +34,12 @@ from icdcoder.shared.messages import (
 )
 from icdcoder.shared.settings import BusConfig, Settings
 from icdcoder.shared.streams import CODES, DEAD_LETTER, NOTES, SPANS, STAGES
+from tests.integration.conftest import TEST_URL
 
 pytestmark = pytest.mark.redis
 
-TEST_URL = os.environ.get("ICDCODER_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 TEXT = "Patient has type 2 diabetes."
 INFO = VerifierInfo(backend="fake")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(TEST_URL)
-    try:
-        await client.ping()
-    except (RedisConnectionError, OSError):
-        pytest.skip(f"no Redis at {TEST_URL}")
-    await client.flushdb()
-    try:
-        yield client
-    finally:
-        await client.flushdb()
-        await client.aclose()
 
 
 def bus_settings(consumer: str, **overrides: Any) -> Settings:

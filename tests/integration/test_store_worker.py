@@ -4,13 +4,11 @@ once, unreadable entries are kept as failures, and stored entries leave Redis.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from icdcoder.services.store.app import GROUP, StoreWorker
 from icdcoder.shared.bus.wire import encode_entry
@@ -19,23 +17,10 @@ from icdcoder.shared.settings import BusConfig, Settings, StoreConfig
 from icdcoder.shared.store.migrate import open_store
 from icdcoder.shared.store.repository import Store
 from icdcoder.shared.streams import CODES, DEAD_LETTER
-from tests.integration.test_bus_redis import TEST_URL
+from tests.integration.conftest import TEST_URL
 from tests.integration.test_store import coded_for
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(TEST_URL)
-    try:
-        await client.ping()
-    except (RedisConnectionError, OSError):
-        pytest.skip(f"no Redis at {TEST_URL}")
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 def settings(tmp_path: Path, **bus: Any) -> Settings:
