@@ -1,54 +1,84 @@
-"""In-process figures: pipeline load time, one-note latency, notes/s over a folder of notes.
+"""In-process throughput: pipeline load time, notes/s over a folder of notes, seconds per stage.
 
-    python bench/inprocess.py [--notes ../shared/data/codiesp/dev/text_files_en] [--limit N]
+    python -m bench.inprocess [--notes DIR] [--limit N] [--batch N] [--pack PACK] [--json]
 
-Prints figures; asserts nothing (speed is reported, not tested).
+The configuration is the environment's (``ICDCODER_*``, as every entrypoint reads it), so each
+lever of docs/throughput.md is one variable, e.g. ``ICDCODER_RETRIEVER__ENCODER=torch
+ICDCODER_RETRIEVER__INDEX=flat``. Notes are coded ``--batch`` at a time through
+``Pipeline.code_many`` (their retrieval queries embedded as one batch), as ``icdcoder backfill``
+does. Prints figures; asserts nothing (speed is reported, not tested).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 from icdcoder.bootstrap import build_pipeline
 from icdcoder.inputs import read_note
-from icdcoder.shared.settings import RetrieverSettings
+from icdcoder.services.retriever.adapters import runtime
+from icdcoder.shared.messages import CodedNote
+from icdcoder.shared.settings import Settings
 
 DEFAULT_NOTES = Path(__file__).resolve().parents[2] / "shared/data/codiesp/dev/text_files_en"
 
 
-async def main(notes_dir: Path, limit: int | None, index_csv: Path | None) -> None:
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    settings = Settings()
+    if args.pack is not None:
+        settings = settings.with_section(pack=args.pack)
     started = time.perf_counter()
-    pipeline = build_pipeline(retriever=RetrieverSettings(index_csv=index_csv), progress=None)
+    pipeline = build_pipeline(settings, progress=None)
     load_s = time.perf_counter() - started
-    paths = sorted(notes_dir.glob("*.txt"))[:limit]
+    paths = sorted(args.notes.glob("*.txt"))[: args.limit]
     notes = [read_note(str(p), max_chars=200_000) for p in paths]
-    latencies: list[float] = []
+    await pipeline.code_many(notes[:2])  # warm-up: first calls allocate
+    batch_s: list[float] = []
     stage_s: dict[str, float] = {}
+    failed = 0
     started = time.perf_counter()
-    for note in notes:
+    for start in range(0, len(notes), args.batch):
         t = time.perf_counter()
-        coded = await pipeline.code(note)
-        latencies.append(time.perf_counter() - t)
-        for stage, seconds in coded.timings.items():
-            stage_s[stage] = stage_s.get(stage, 0.0) + seconds
+        for coded in await pipeline.code_many(notes[start : start + args.batch]):
+            if not isinstance(coded, CodedNote):
+                failed += 1
+                continue
+            for stage, seconds in coded.timings.items():
+                stage_s[stage] = stage_s.get(stage, 0.0) + seconds
+        batch_s.append(time.perf_counter() - t)
     total = time.perf_counter() - started
-    print(f"pipeline load (catalogue, model, cached index): {load_s:.1f} s")
-    print(f"notes: {len(notes)}  total: {total:.1f} s  notes/s: {len(notes) / total:.2f}")
-    print(
-        f"latency per note: median {statistics.median(latencies) * 1000:.0f} ms, "
-        f"max {max(latencies) * 1000:.0f} ms"
-    )
-    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_s.items()))
+    return {
+        "pack": pipeline.pack.id,
+        "runtime": runtime(settings.retriever),
+        "threads": settings.retriever.threads,
+        "cpus": os.cpu_count(),
+        "batch": args.batch,
+        "load_s": round(load_s, 2),
+        "notes": len(notes),
+        "failed": failed,
+        "total_s": round(total, 2),
+        "notes_per_s": round(len(notes) / total, 2),
+        "median_batch_s": round(statistics.median(batch_s), 3),
+        "stage_s_per_note": {k: round(v / len(notes), 4) for k, v in stage_s.items()},
+    }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notes", type=Path, default=DEFAULT_NOTES)
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--index-csv", type=Path)
+    parser.add_argument("--batch", type=int, default=8, help="notes per code_many call")
+    parser.add_argument("--pack", type=Path, help="a model pack (default: the settings')")
+    parser.add_argument("--json", action="store_true", help="one JSON line")
     args = parser.parse_args()
-    asyncio.run(main(args.notes, args.limit, args.index_csv))
+    figures = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key}: {value}")

@@ -21,7 +21,7 @@ from icdcoder.services.verifier.backends import make_verifier
 from icdcoder.services.verifier.core import Verifier
 from icdcoder.services.verifier.weights import VerifierWeights
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.messages import CodedNote, NoteIn, RetrievedNote
+from icdcoder.shared.messages import CodedNote, NoteIn, RetrievedNote, SegmentedNote
 from icdcoder.shared.pack import OpenPack, Pack, open_pack
 from icdcoder.shared.settings import Settings
 
@@ -61,14 +61,60 @@ class Pipeline:
         return await asyncio.to_thread(self.aggregator.aggregate, verified)
 
     async def code_many(self, notes: Sequence[NoteIn]) -> list[CodedNote | Exception]:
-        """Each note's codes, or the error that stopped it (one bad note stops no other)."""
+        """Each note's codes, or the error that stopped it (one bad note stops no other).
+
+        The notes' retrieval queries go to the encoder as one batch (full batches however short
+        each note is); should that batch fail, each note is retrieved alone, so that only the
+        note at fault fails."""
         out: list[CodedNote | Exception] = []
-        for note in notes:
+        for coded in await self.code_notes_many(notes):
+            out.append(coded if isinstance(coded, Exception) else coded[0])
+        return out
+
+    async def code_notes_many(
+        self, notes: Sequence[NoteIn]
+    ) -> list[tuple[CodedNote, RetrievedNote] | Exception]:
+        """:meth:`code_many` with each note's retrieval layer (for evaluation)."""
+        out: list[tuple[CodedNote, RetrievedNote] | Exception] = []
+        segmented: dict[int, SegmentedNote] = {}
+        for i, note in enumerate(notes):
             try:
-                out.append(await self.code(note))
+                segmented[i] = self.segmenter.segment(note)
             except Exception as exc:
                 out.append(exc)
+            else:
+                out.append(_PENDING)
+        for i, retrieved in self._retrieve_many(segmented).items():
+            try:
+                if isinstance(retrieved, Exception):
+                    raise retrieved
+                verified = await self.verifier.verify(retrieved)
+                out[i] = (self.aggregator.aggregate(verified), retrieved)
+            except Exception as exc:
+                out[i] = exc
         return out
+
+    def _retrieve_many(
+        self, segmented: dict[int, SegmentedNote]
+    ) -> dict[int, RetrievedNote | Exception]:
+        order = list(segmented)
+        if len(order) > 1:
+            try:
+                batch = self.retriever.retrieve_many([segmented[i] for i in order])
+                return dict(zip(order, batch, strict=True))
+            except Exception:
+                pass  # retried one note at a time below: only the note at fault fails
+        alone: dict[int, RetrievedNote | Exception] = {}
+        for i in order:
+            try:
+                alone[i] = self.retriever.retrieve(segmented[i])
+            except Exception as exc:
+                alone[i] = exc
+        return alone
+
+
+#: A note's slot in :meth:`Pipeline.code_notes_many` until its result is known.
+_PENDING = RuntimeError("not coded")
 
 
 def build_pipeline(
@@ -80,7 +126,7 @@ def build_pipeline(
 ) -> Pipeline:
     """Every stage from ``settings`` (read from the environment when None) and one pack."""
     settings = settings or Settings()
-    opened = opened or open_pack(settings.pack, catalogue=catalogue)
+    opened = opened or open_pack(settings.pack, catalogue=catalogue, cache_dir=settings.cache_dir)
     notes = opened.memory.notes if opened.memory else ()
     weights = VerifierWeights.read(opened.pack.weights_path)
     return Pipeline(

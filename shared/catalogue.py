@@ -7,15 +7,22 @@ cardiorenal, with heart failure" -> I13.0), read by :mod:`icdcoder.shared.index_
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
+import os
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from icdcoder.shared.codes import InvalidCodeError, normalise_code
-from icdcoder.shared.logging import PublicError
+from icdcoder.shared.logging import PublicError, get_logger
 
 CATALOGUE_VERSION = "icd10cm-2026"
+
+log = get_logger(__name__)
 
 # A code reference inside a note: "E11.-", "P70.2", "C00-C96", "K85-K86.-", "O24.4-".
 _REF_RE = re.compile(
@@ -173,9 +180,47 @@ def _is_seventh_character(code: str) -> bool:
     return len(code.replace(".", "")) == 7
 
 
-def load_catalogue(index_terms: Mapping[str, tuple[str, ...]] | None = None) -> Catalogue:
+def load_catalogue(
+    index_terms: Mapping[str, tuple[str, ...]] | None = None, *, cache_dir: Path | None = None
+) -> Catalogue:
     """Load FY2026 ICD-10-CM from ``simple-icd-10-cm``; ``index_terms`` are extra retrieval
-    texts per code (a pack's enrichment, :mod:`icdcoder.shared.index_terms`)."""
+    texts per code (a pack's enrichment, :mod:`icdcoder.shared.index_terms`).
+
+    With ``cache_dir`` the parsed codes are kept there, keyed by the package's version, and
+    read back in a fraction of the time parsing the tabular list takes (start-up)."""
+    codes = _cached_codes(cache_dir) if cache_dir is not None else _parse_codes()
+    return Catalogue(version=CATALOGUE_VERSION, codes=codes, index_terms=dict(index_terms or {}))
+
+
+#: Bump when :class:`CodeInfo` changes: older cache files are then ignored.
+_CACHE_FORMAT = 1
+
+
+def _cached_codes(cache_dir: Path) -> dict[str, CodeInfo]:
+    """The parsed codes from a pickle in the cache folder (a folder the service trusts as it
+    trusts the vector index and the exported encoder beside it), written on first use."""
+    version = importlib.metadata.version("simple-icd-10-cm")
+    path = cache_dir / f"catalogue-{CATALOGUE_VERSION}-{version}-f{_CACHE_FORMAT}.pickle"
+    if path.is_file():
+        gc.disable()  # a hundred thousand small objects: no collections while they are made
+        try:
+            with path.open("rb") as f:
+                codes: dict[str, CodeInfo] = pickle.load(f)
+            return codes
+        except Exception as exc:
+            log.warning("catalogue_cache_unusable", path=str(path), error=type(exc).__name__)
+        finally:
+            gc.enable()
+    codes = _parse_codes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with tmp.open("wb") as f:
+        pickle.dump(codes, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return codes
+
+
+def _parse_codes() -> dict[str, CodeInfo]:
     import simple_icd_10_cm as cm  # deferred: importing parses the whole tabular list
 
     def is_code(name: str) -> bool:
@@ -205,7 +250,7 @@ def load_catalogue(index_terms: Mapping[str, tuple[str, ...]] | None = None) -> 
             code_first=_notes(cm.get_code_first(raw)),
             use_additional=_notes(cm.get_use_additional_code(raw)),
         )
-    return Catalogue(version=CATALOGUE_VERSION, codes=codes, index_terms=dict(index_terms or {}))
+    return codes
 
 
 def _notes(value: str | Iterable[str]) -> tuple[str, ...]:

@@ -255,17 +255,22 @@ class OpenPack:
     memory: LoadedMemory | None
 
 
-def open_pack(root: Path | None = None, *, catalogue: Catalogue | None = None) -> OpenPack:
+def open_pack(
+    root: Path | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+    cache_dir: Path | None = None,
+) -> OpenPack:
     """Load the pack (built-in when None), the catalogue with its enrichment, and its memory.
 
     ``catalogue`` skips loading one (tests, or a caller that holds one already); it must carry
-    the pack's enrichment.
+    the pack's enrichment. ``cache_dir`` keeps the parsed catalogue there (start-up).
     """
     from icdcoder.shared.catalogue import load_catalogue
     from icdcoder.shared.memory import load_memory
 
     pack = load_pack(root)
-    catalogue = catalogue or load_catalogue(pack.enrichment)
+    catalogue = catalogue or load_catalogue(pack.enrichment, cache_dir=cache_dir)
     check_catalogue(pack, catalogue.version)
     memory = load_memory(pack.memory_path, catalogue) if pack.memory_path else None
     return OpenPack(pack, catalogue, memory)

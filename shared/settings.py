@@ -59,6 +59,27 @@ class RetrieverConfig(Section):
         default="auto", description="encoder device: auto (CUDA when torch sees it), cpu, cuda"
     )
     batch_size: int = Field(default=128, gt=0, description="texts per encoder batch")
+    encoder: Literal["auto", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="auto: torch on a CUDA device, else onnx-int8 (exported once into the cache)",
+    )
+    index: Literal["auto", "hnsw", "flat"] = Field(
+        default="auto",
+        description="catalogue vector index: auto (flat on a FAISS GPU, else hnsw), hnsw, flat",
+    )
+    catalogue_precision: Literal["full", "query"] = Field(
+        default="full",
+        description="full: the catalogue embedded once by the model in float32 (torch), queries "
+        "by the encoder; query: the catalogue by the query encoder too",
+    )
+    hnsw_ef_search: int = Field(
+        default=128, gt=0, le=4096, description="HNSW search breadth (recall against speed)"
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads for the encoder and search (0: all); one per CPU requested",
+    )
     memory_neighbours: int = Field(
         default=10, gt=0, le=100, description="with a memory: nearest examples that vote per span"
     )

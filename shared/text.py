@@ -8,6 +8,7 @@ A catalogue text's *content words* leave out function words and the catalogue's 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
@@ -66,7 +67,14 @@ WEAK_WORDS = frozenset(["disease", "disorder", "condition", "syndrome"])
 
 
 def content_words(text: str) -> list[str]:
-    return [w for w in _WORD_RE.findall(text.lower()) if w not in FILLER_WORDS]
+    return list(_content_words(text))
+
+
+# The same span and catalogue texts are compared many times per note (and across notes): these
+# pure functions of one string are cached.
+@lru_cache(maxsize=1 << 16)
+def _content_words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in _WORD_RE.findall(text.lower()) if w not in FILLER_WORDS)
 
 
 def stem(word: str) -> str:
@@ -74,8 +82,14 @@ def stem(word: str) -> str:
     return word[:6] if len(word) > 6 else word
 
 
+@lru_cache(maxsize=1 << 16)
 def stems(text: str) -> frozenset[str]:
-    return frozenset(stem(w) for w in content_words(text))
+    return frozenset(stem(w) for w in _content_words(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _strong_stems(code_text: str) -> frozenset[str]:
+    return frozenset(stem(w) for w in _content_words(code_text) if w not in WEAK_WORDS)
 
 
 def shared_words(span_text: str, code_text: str) -> list[str]:
@@ -90,7 +104,7 @@ def shared_words(span_text: str, code_text: str) -> list[str]:
 
 def stem_coverage(text_stems: frozenset[str], code_text: str) -> float:
     """Share of the code text's content words (by stem, weak words aside) among ``text_stems``."""
-    code = {stem(w) for w in content_words(code_text) if w not in WEAK_WORDS}
+    code = _strong_stems(code_text)
     if not code:
         return 0.0
     return len(code & text_stems) / len(code)

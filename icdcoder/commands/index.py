@@ -18,26 +18,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from icdcoder.services.retriever.adapters import load_encoder
-    from icdcoder.services.retriever.vector_cache import load_or_build_index
+    from icdcoder.services.retriever.adapters import (
+        catalogue_encoder,
+        catalogue_index,
+        load_encoder,
+    )
     from icdcoder.shared.pack import open_pack
 
     settings = load_settings(args)
     started = time.perf_counter()
-    opened = open_pack(settings.pack)
-    encoder = load_encoder(opened.pack, settings.retriever)
-    bundle = load_or_build_index(
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    encoder = load_encoder(opened.pack, settings.retriever, settings.cache_dir)
+    bundle = catalogue_index(
+        opened.pack,
+        settings.retriever,
         opened.catalogue,
         encoder,
         settings.cache_dir,
-        prebuilt=opened.pack.vectors_path,
         force=args.force,
     )
     size = sum(f.stat().st_size for f in bundle.directory.iterdir())
     verb = "built" if bundle.built else "reused"
     print(
-        f"{verb} index of pack {opened.pack.id}: {bundle.index.size:,} texts, "
-        f"{size / 2**20:.1f} MiB at {bundle.directory} "
-        f"({time.perf_counter() - started:.1f} s, encoder on {encoder.device})"
+        f"{verb} {bundle.index.kind} index of pack {opened.pack.id}: "
+        f"{bundle.index.size:,} texts, {size / 2**20:.1f} MiB at {bundle.directory} "
+        f"({time.perf_counter() - started:.1f} s; catalogue embedded by "
+        f"{catalogue_encoder(settings.retriever, encoder).kind}, queries by {encoder.kind})"
     )
     return 0

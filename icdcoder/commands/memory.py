@@ -44,14 +44,14 @@ def run_codiesp(args: argparse.Namespace) -> int:
         return fail(f"refusing to learn from {args.split!r}: results are reported on it")
     settings = load_settings(args)
     started = time.perf_counter()
-    opened = open_pack(settings.pack)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
     try:
         examples, stats = build_examples(
             args.data,
             args.split,
             catalogue=opened.catalogue,
             segmenter=Segmenter(settings.segmenter),
-            encoder=load_encoder(opened.pack, settings.retriever),
+            encoder=load_encoder(opened.pack, settings.retriever, settings.cache_dir),
             progress=lambda cases: tqdm(cases, desc="aligning", unit="case", file=sys.stderr),
         )
         notes = coded_notes(args.data, args.split, catalogue=opened.catalogue)

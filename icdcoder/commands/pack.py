@@ -56,7 +56,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     base = load_pack(args.base)
-    catalogue = load_catalogue()
+    catalogue = load_catalogue(cache_dir=settings.cache_dir)
     enrichment = read_index_csv(args.index_csv, catalogue) if args.index_csv else None
     spec = PackSpec(
         name=args.name,
@@ -67,15 +67,16 @@ def run_build(args: argparse.Namespace) -> int:
         weights=args.weights,
         model=args.model,
     )
-    vectors = _vector_builder(settings.retriever) if args.vectors else None
+    vectors = _vector_builder(settings.retriever, settings.cache_dir) if args.vectors else None
     pack = build_pack(args.out, spec, catalogue=catalogue, base=base, vectors=vectors)
     print(describe(pack))
     return 0
 
 
-def _vector_builder(config: RetrieverConfig) -> VectorBuilder:
-    """Embeds a new pack's catalogue texts into its ``vectors/`` folder."""
-    from icdcoder.services.retriever.adapters import load_encoder
+def _vector_builder(config: RetrieverConfig, cache_dir: Path) -> VectorBuilder:
+    """Embeds a new pack's catalogue texts into its ``vectors/`` folder (the encoder and index
+    kinds the settings choose on this machine)."""
+    from icdcoder.services.retriever.adapters import catalogue_encoder, index_kind, load_encoder
     from icdcoder.services.retriever.vector_cache import (
         build_index,
         index_key,
@@ -85,10 +86,12 @@ def _vector_builder(config: RetrieverConfig) -> VectorBuilder:
     from icdcoder.shared.catalogue import load_catalogue
 
     def build(pack: Pack, folder: Path) -> str:
-        catalogue = load_catalogue(pack.enrichment)
-        encoder = load_encoder(pack, config)
-        key, texts = index_key(catalogue, encoder)
-        write_index(folder, build_index(texts, encoder, stderr_progress), key)
+        catalogue = load_catalogue(pack.enrichment, cache_dir=cache_dir)
+        encoder = catalogue_encoder(config, load_encoder(pack, config, cache_dir))
+        kind = index_kind(config)
+        key, texts = index_key(catalogue, encoder, kind)
+        index = build_index(texts, encoder, stderr_progress, kind=kind)
+        write_index(folder, index, key)
         return key.digest
 
     return build

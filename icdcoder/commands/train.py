@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
     cases = trainable_cases(corpus)  # CorpusError: refused or unreadable, one line
-    opened = open_pack(settings.pack)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
     try:
         base = read_weights(opened.pack.weights_path)
     except ValueError as exc:

@@ -101,9 +101,9 @@ def retrieve_cases(
     return Retrieved(tuple(notes), stacked.astype(np.float32))
 
 
-def retrieval_key(pack: Pack, top_k: int) -> str:
+def retrieval_key(pack: Pack, top_k: int, runtime: str = "") -> str:
     """``plain-<digest>`` (``enriched-`` with enrichment) over what the catalogue search depends
-    on; not the pack's name, weights or memory."""
+    on (``runtime``: the encoder and index kinds); not the pack's name, weights or memory."""
     m = pack.manifest
     content = [
         CACHE_FORMAT,
@@ -111,6 +111,7 @@ def retrieval_key(pack: Pack, top_k: int) -> str:
         m.model.fingerprint,
         m.enrichment.sha256 if m.enrichment else None,
         top_k,
+        runtime,
     ]
     digest = hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]
     return f"{'enriched' if m.enrichment else 'plain'}-{digest}"

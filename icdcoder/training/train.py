@@ -75,26 +75,27 @@ def retrieve_corpus(
 ) -> TrainingData:
     """Every case retrieved with the pack (cached), its memory searched leave-one-case-out
     (``leave_case_out=False``: as the retriever searches it, for held-out cases)."""
-    from icdcoder.services.retriever.adapters import load_encoder
+    from icdcoder.services.retriever.adapters import catalogue_index, load_encoder, runtime
 
     started = time.perf_counter()
     pack, config = opened.pack, settings.retriever
     descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
-    key = retrieval_key(pack, config.top_k)
+    key = retrieval_key(pack, config.top_k, runtime(config))
     encoder = None
 
     def compute() -> Retrieved:
         nonlocal encoder
         from icdcoder.services.retriever.core import Encoder, Retriever
-        from icdcoder.services.retriever.vector_cache import load_or_build_index, stderr_progress
+        from icdcoder.services.retriever.vector_cache import stderr_progress
         from icdcoder.services.segmenter.core import Segmenter
 
-        encoder = encoder or load_encoder(pack, config)
-        bundle = load_or_build_index(
+        encoder = encoder or load_encoder(pack, config, settings.cache_dir)
+        bundle = catalogue_index(
+            pack,
+            config,
             opened.catalogue,
             encoder,
             settings.cache_dir,
-            prebuilt=pack.vectors_path,
             progress=stderr_progress if progress else None,
         )
         bundle.index.to_gpu_if_available()
@@ -127,7 +128,7 @@ def retrieve_corpus(
     if memory is not None:
         memory_notes = memory.notes
         if memory.examples:
-            encoder = encoder or load_encoder(pack, config)
+            encoder = encoder or load_encoder(pack, config, settings.cache_dir)
             examples = ExampleVectors.encode(memory.examples, encoder)
             notes = tuple(
                 with_memory(

@@ -1,22 +1,35 @@
 """The retriever's wiring: a pack's encoder, its catalogue index and its example memory.
 
-The index is built once and cached (:mod:`~icdcoder.services.retriever.vector_cache`). On a
-machine where FAISS sees GPUs the index moves to them, and the encoder to CUDA when torch sees
-it. The example memory's vectors are cached as one ``.npy`` keyed by the examples and the model,
-and searched exactly (they are few: thousands).
+On a CPU the encoder is the pack's model exported to ONNX and int8-quantised (once, into the
+cache folder; no torch at run time), and the catalogue index an HNSW graph; on a machine with a
+CUDA device, sentence-transformers on the GPU and a flat index on FAISS's GPUs. The index is
+built once and cached (:mod:`~icdcoder.services.retriever.vector_cache`). The example memory's
+vectors are cached as one ``.npy`` keyed by the examples, the model and its runtime, and searched
+exactly (they are few: thousands).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from icdcoder.services.retriever.core import ExampleIndex, IndexRows, Retriever, Vectors
 from icdcoder.services.retriever.encoder import SentenceTransformerEncoder
-from icdcoder.services.retriever.faiss_index import FaissIndex
+from icdcoder.services.retriever.faiss_index import (
+    ExactIndex,
+    IndexKind,
+    faiss_gpus,
+    set_search_threads,
+)
+from icdcoder.services.retriever.onnx_encoder import OnnxEncoder, export, exported_folder
 from icdcoder.services.retriever.vector_cache import (
+    IndexBundle,
+    ModelEncoder,
     ProgressFactory,
     load_or_build_index,
     stderr_progress,
@@ -27,11 +40,29 @@ from icdcoder.shared.memory import LoadedMemory
 from icdcoder.shared.pack import OpenPack, Pack, PackError, model_fingerprint
 from icdcoder.shared.settings import RetrieverConfig, Settings
 
+EncoderKind = Literal["onnx-int8", "torch"]
+
 log = get_logger(__name__)
 
 
-def load_encoder(pack: Pack, config: RetrieverConfig) -> SentenceTransformerEncoder:
-    """The pack's embedding model; refused when it is not the model the pack was built with."""
+def encoder_kind(config: RetrieverConfig) -> EncoderKind:
+    """``auto``: torch where a CUDA device is (or is asked for), else the int8 ONNX model."""
+    if config.encoder != "auto":
+        return config.encoder
+    if config.device == "cuda" or (config.device == "auto" and cuda_device_present()):
+        return "torch"
+    return "onnx-int8"
+
+
+def cuda_device_present() -> bool:
+    """An NVIDIA device node, checked without importing torch (which takes seconds)."""
+    return Path("/dev/nvidiactl").exists() and importlib.util.find_spec("torch") is not None
+
+
+def load_encoder(pack: Pack, config: RetrieverConfig, cache_dir: Path) -> ModelEncoder:
+    """The pack's embedding model; refused when it is not the model the pack was built with.
+
+    The int8 ONNX model is exported from it once, into ``cache_dir``, on first use."""
     path = pack.model_path()
     if not (path / "config.json").is_file():
         raise PackError(f"pack {pack.name}: no sentence-transformers model at {path}")
@@ -39,7 +70,61 @@ def load_encoder(pack: Pack, config: RetrieverConfig) -> SentenceTransformerEnco
         raise PackError(
             f"pack {pack.name}: the model at {path} is not the one the pack was built with"
         )
-    return SentenceTransformerEncoder(path, device=config.device, batch_size=config.batch_size)
+    set_search_threads(config.threads)
+    if encoder_kind(config) == "torch":
+        return SentenceTransformerEncoder(
+            path, device=config.device, batch_size=config.batch_size, threads=config.threads
+        )
+    folder = exported_folder(cache_dir, path)
+    if not (folder / "encoder.json").is_file():
+        log.info("encoder_exporting", kind="onnx-int8", model=path.name)
+        export(path, folder)
+    return OnnxEncoder(folder, path, batch_size=config.batch_size, threads=config.threads)
+
+
+class _FullPrecision:
+    """The model through sentence-transformers, loaded only if the catalogue has to be embedded
+    (a warm cache never imports torch)."""
+
+    kind = "torch"
+
+    def __init__(self, model_path: Path, config: RetrieverConfig) -> None:
+        self.model_path = model_path
+        self._config = config
+        self._encoder: SentenceTransformerEncoder | None = None
+
+    def _loaded(self) -> SentenceTransformerEncoder:
+        if self._encoder is None:
+            self._encoder = SentenceTransformerEncoder(
+                self.model_path,
+                device="cpu",
+                batch_size=self._config.batch_size,
+                threads=self._config.threads,
+            )
+        return self._encoder
+
+    @property
+    def dimension(self) -> int:
+        return self._loaded().dimension
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        return self._loaded().encode(texts)
+
+
+def catalogue_encoder(config: RetrieverConfig, encoder: ModelEncoder) -> ModelEncoder:
+    """What embeds the catalogue: the query encoder, or (``catalogue_precision`` full, the
+    default) the model in float32 when queries go through the int8 one. The catalogue is
+    embedded once; keeping it exact halves the quantisation error a query meets."""
+    if config.catalogue_precision == "query" or encoder.kind == "torch":
+        return encoder
+    return _FullPrecision(encoder.model_path, config)
+
+
+def index_kind(config: RetrieverConfig) -> IndexKind:
+    """``auto``: flat on FAISS GPUs (HNSW has no GPU version), else HNSW."""
+    if config.index != "auto":
+        return config.index
+    return "flat" if faiss_gpus() > 0 else "hnsw"
 
 
 def load_retriever(
@@ -52,10 +137,8 @@ def load_retriever(
     progress: ProgressFactory | None = stderr_progress,
 ) -> Retriever:
     """Model, catalogue index and memory, loaded once per process (the index built if missing)."""
-    encoder = load_encoder(pack, config)
-    bundle = load_or_build_index(
-        catalogue, encoder, cache_dir, prebuilt=pack.vectors_path, progress=progress
-    )
+    encoder = load_encoder(pack, config, cache_dir)
+    bundle = catalogue_index(pack, config, catalogue, encoder, cache_dir, progress=progress)
     bundle.index.to_gpu_if_available()
     descriptions = {code: info.description for code, info in catalogue.codes.items()}
     examples = None
@@ -73,6 +156,36 @@ def load_retriever(
     )
 
 
+def catalogue_index(
+    pack: Pack,
+    config: RetrieverConfig,
+    catalogue: Catalogue,
+    encoder: ModelEncoder,
+    cache_dir: Path,
+    *,
+    progress: ProgressFactory | None = stderr_progress,
+    force: bool = False,
+) -> IndexBundle:
+    """The catalogue's vector index of the kind the settings ask for (cached; built if not)."""
+    return load_or_build_index(
+        catalogue,
+        catalogue_encoder(config, encoder),
+        cache_dir,
+        prebuilt=pack.vectors_path,
+        progress=progress,
+        force=force,
+        kind=index_kind(config),
+        ef_search=config.hnsw_ef_search,
+    )
+
+
+def runtime(config: RetrieverConfig) -> str:
+    """What, besides the pack, the retrieved candidates depend on: the query encoder, the
+    catalogue's precision and the index kind."""
+    catalogue = "torch" if config.catalogue_precision == "full" else encoder_kind(config)
+    return f"{encoder_kind(config)}/{catalogue}/{index_kind(config)}"
+
+
 def retriever_for(
     opened: OpenPack, settings: Settings, *, progress: ProgressFactory | None = None
 ) -> Retriever:
@@ -88,13 +201,14 @@ def retriever_for(
 
 
 def example_index(
-    memory: LoadedMemory, encoder: SentenceTransformerEncoder, cache_dir: Path, neighbours: int
+    memory: LoadedMemory, encoder: ModelEncoder, cache_dir: Path, neighbours: int
 ) -> ExampleIndex:
-    """The memory's examples embedded (vectors cached by content and model), searched exactly."""
+    """The memory's examples embedded (vectors cached by content, model and runtime), searched
+    exactly (one matrix product: they are thousands, not tens of thousands)."""
     rows = IndexRows(
         codes=[e.code for e in memory.examples], texts=[e.text for e in memory.examples]
     )
-    h = hashlib.sha256(model_fingerprint(encoder.model_path).encode())
+    h = hashlib.sha256(f"{model_fingerprint(encoder.model_path)}:{encoder.kind}".encode())
     for code, text in zip(rows.codes, rows.texts, strict=True):
         h.update(f"{code}\t{text}\n".encode())
     path = cache_dir / f"memory-{h.hexdigest()[:16]}.npy"
@@ -111,4 +225,4 @@ def example_index(
         np.save(tmp, vectors)
         tmp.replace(path)
     log.info("memory_loaded", examples=len(rows.texts), dropped=len(memory.dropped_codes))
-    return ExampleIndex(FaissIndex.build(vectors), rows, neighbours=neighbours)
+    return ExampleIndex(ExactIndex(vectors), rows, neighbours=neighbours)

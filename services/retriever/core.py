@@ -144,36 +144,58 @@ class Retriever:
         self.memory = memory
 
     def retrieve(self, note: SegmentedNote) -> RetrievedNote:
+        return self.retrieve_many([note])[0]
+
+    def retrieve_many(self, notes: Sequence[SegmentedNote]) -> list[RetrievedNote]:
+        """Several notes at once: their queries embedded and searched as one batch (the
+        encoder's batches stay full however short each note is). Each note's ``retriever``
+        timing is its share, by query count, of the batch's time."""
         started = time.perf_counter()
         queries: list[str] = []
-        owner: list[int] = []
-        first_query: list[int] = []  # the span's own text is its first query
-        for i, span in enumerate(note.spans):
-            first_query.append(len(queries))
-            for text in query_texts(span):
-                queries.append(text)
-                owner.append(i)
-        per_span: list[dict[str, Candidate]] = [{} for _ in note.spans]
+        owner: list[tuple[int, int]] = []  # (note, span) of each query
+        first_query: list[list[int]] = []  # per note, per span: the span's own text
+        for n, note in enumerate(notes):
+            firsts = []
+            for i, span in enumerate(note.spans):
+                firsts.append(len(queries))
+                for text in query_texts(span):
+                    queries.append(text)
+                    owner.append((n, i))
+            first_query.append(firsts)
+        # per note, per span: code -> (best score, its row); Candidates made for the top k only
+        found: list[list[dict[str, tuple[float, int]]]] = [
+            [{} for _ in note.spans] for note in notes
+        ]
         vectors = self._encode(queries) if queries else None
         if vectors is not None:
             checkpoint()
             scores, ids = self._index.search(vectors, self.top_k * OVERFETCH)
-            for q, span_index in enumerate(owner):
-                self._collect(per_span[span_index], scores[q], ids[q])
-        items = [
-            SpanCandidates(span=span, candidates=self._ranked(found))
-            for span, found in zip(note.spans, per_span, strict=True)
-        ]
-        if self.memory is not None and vectors is not None:
-            items = self._with_memory(items, vectors[first_query], self.memory)
-        return RetrievedNote(
-            note_id=note.note_id,
-            text=note.text,
-            catalogue_version=self.catalogue_version,
-            pack=self.pack,
-            items=items,
-            timings={**note.timings, "retriever": time.perf_counter() - started},
-        )
+            for q, (n, i) in enumerate(owner):
+                self._collect(found[n][i], scores[q], ids[q])
+        elapsed = time.perf_counter() - started
+        per_note = [0] * len(notes)
+        for n, _ in owner:
+            per_note[n] += 1
+        out = []
+        for n, note in enumerate(notes):
+            items = [
+                SpanCandidates(span=span, candidates=self._ranked(candidates))
+                for span, candidates in zip(note.spans, found[n], strict=True)
+            ]
+            if self.memory is not None and vectors is not None and items:
+                items = self._with_memory(items, vectors[first_query[n]], self.memory)
+            share = per_note[n] / len(owner) if owner else 1 / len(notes)
+            out.append(
+                RetrievedNote(
+                    note_id=note.note_id,
+                    text=note.text,
+                    catalogue_version=self.catalogue_version,
+                    pack=self.pack,
+                    items=items,
+                    timings={**note.timings, "retriever": elapsed * share},
+                )
+            )
+        return out
 
     def _encode(self, queries: Sequence[str]) -> Vectors:
         """The queries' vectors, :data:`QUERY_BATCH` at a time with a cancellation checkpoint
@@ -185,20 +207,16 @@ class Retriever:
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def _collect(
-        self, found: dict[str, Candidate], scores: Vectors, ids: npt.NDArray[np.int64]
+        self, found: dict[str, tuple[float, int]], scores: Vectors, ids: npt.NDArray[np.int64]
     ) -> None:
+        codes = self._rows.codes
         for score, row in zip(scores.tolist(), ids.tolist(), strict=True):
             if row < 0:
                 continue
-            code = self._rows.codes[row]
+            code = codes[row]
             best = found.get(code)
-            if best is None or score > best.score:
-                found[code] = Candidate(
-                    code=code,
-                    description=self._descriptions[code],
-                    score=round(float(score), 6),
-                    matched=self._rows.texts[row],
-                )
+            if best is None or score > best[0]:
+                found[code] = (score, row)
 
     def _with_memory(
         self, items: list[SpanCandidates], vectors: Vectors, memory: ExampleIndex
@@ -217,6 +235,14 @@ class Retriever:
             for i, item in enumerate(items)
         ]
 
-    def _ranked(self, found: dict[str, Candidate]) -> list[Candidate]:
-        ranked = sorted(found.values(), key=lambda c: (-c.score, c.code))
-        return ranked[: self.top_k]
+    def _ranked(self, found: dict[str, tuple[float, int]]) -> list[Candidate]:
+        ranked = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))
+        return [
+            Candidate(
+                code=code,
+                description=self._descriptions[code],
+                score=round(float(score), 6),
+                matched=self._rows.texts[row],
+            )
+            for code, (score, row) in ranked[: self.top_k]
+        ]

@@ -27,12 +27,20 @@ def torch_device(wanted: str) -> str:
 class SentenceTransformerEncoder:
     """Encodes texts with a local sentence-transformers model (L2-normalised float32)."""
 
-    def __init__(self, model_path: Path, *, device: str = "auto", batch_size: int = 128) -> None:
+    kind = "torch"
+
+    def __init__(
+        self, model_path: Path, *, device: str = "auto", batch_size: int = 128, threads: int = 0
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "Loading weights" bars
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            torch.set_num_threads(threads)
 
         if not (model_path / "config.json").is_file():
             raise FileNotFoundError(f"no sentence-transformers model at {model_path}")

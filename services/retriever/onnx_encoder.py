@@ -33,7 +33,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def exported_folder(cache_dir: Path, model_path: Path) -> Path:
-    return cache_dir / "encoders" / f"{model_fingerprint(model_path)}-int8"
+    return cache_dir / "encoders" / f"{model_fingerprint(model_path)}-int8-matmul"
 
 
 def max_length(model_path: Path, default: int = 256) -> int:
@@ -80,7 +80,15 @@ def export(model_path: Path, folder: Path) -> Path:
             opset_version=17,
             dynamo=False,
         )
-    quantize_dynamic(str(tmp / "model.onnx"), str(tmp / FILE), weight_type=QuantType.QInt8)
+    # Only the matrix products, one scale per output channel: the default (every op, one scale
+    # per tensor) moved vectors to a mean cosine of 0.95 against torch; this keeps 0.99.
+    quantize_dynamic(
+        str(tmp / "model.onnx"),
+        str(tmp / FILE),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+    )
     (tmp / "model.onnx").unlink()
     shutil.copyfile(model_path / "tokenizer.json", tmp / "tokenizer.json")
     (tmp / "encoder.json").write_text(

@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +23,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from icdcoder.services.retriever.core import IndexRows, Vectors
-from icdcoder.services.retriever.faiss_index import FaissIndex
+from icdcoder.services.retriever.faiss_index import FaissIndex, IndexKind
 from icdcoder.shared.catalogue import Catalogue, RetrievalText
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.pack import model_fingerprint
 
 log = get_logger(__name__)
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 ProgressFactory = Callable[[int, str], Any]
 
 
 class ModelEncoder(Protocol):
     model_path: Path
+    #: The encoder's runtime ("torch", "onnx-int8"): their vectors differ slightly.
+    kind: str
 
     @property
     def dimension(self) -> int: ...
@@ -47,6 +50,8 @@ class CacheKey:
     catalogue_version: str
     with_index: bool
     model: str
+    encoder: str
+    index: str
     rows_sha: str
 
     @property
@@ -77,14 +82,18 @@ def _rows_sha(rows: Sequence[RetrievalText]) -> str:
     return h.hexdigest()[:16]
 
 
-def index_key(catalogue: Catalogue, encoder: ModelEncoder) -> tuple[CacheKey, list[RetrievalText]]:
-    """The key of the catalogue's index for this encoder, and the texts it holds."""
+def index_key(
+    catalogue: Catalogue, encoder: ModelEncoder, kind: IndexKind = "flat"
+) -> tuple[CacheKey, list[RetrievalText]]:
+    """The key of the catalogue's index for this encoder and index kind, and its texts."""
     with_index = bool(catalogue.index_terms)
     texts = catalogue.retrieval_texts(with_index=with_index)
     key = CacheKey(
         catalogue_version=catalogue.version,
         with_index=with_index,
         model=model_fingerprint(encoder.model_path),
+        encoder=encoder.kind,
+        index=kind,
         rows_sha=_rows_sha(texts),
     )
     return key, texts
@@ -98,37 +107,44 @@ def load_or_build_index(
     prebuilt: Path | None = None,
     progress: ProgressFactory | None = stderr_progress,
     force: bool = False,
+    kind: IndexKind = "flat",
+    ef_search: int = 128,
 ) -> IndexBundle:
     """The index from ``prebuilt`` (a pack's folder) when its key matches, else from the cache
     folder, else built (and cached)."""
-    key, texts = index_key(catalogue, encoder)
+    key, texts = index_key(catalogue, encoder, kind)
     rows = IndexRows(codes=[r.code for r in texts], texts=[r.text for r in texts])
     directory = cache_dir / f"index-{key.digest}"
     for candidate in ([prebuilt] if prebuilt is not None else []) + [directory]:
         if force or not candidate.exists():
             continue
         try:
-            index = _read_cached(candidate, key, len(texts))
+            index = _read_cached(candidate, key, len(texts), ef_search)
             return IndexBundle(index=index, rows=rows, directory=candidate, built=False)
         except Exception as exc:
             log.warning("index_cache_unusable", directory=str(candidate), error=type(exc).__name__)
-    index = build_index(texts, encoder, progress)
+    index = build_index(texts, encoder, progress, kind=kind, ef_search=ef_search)
     write_index(directory, index, key)
     return IndexBundle(index=index, rows=rows, directory=directory, built=True)
 
 
-def _read_cached(directory: Path, key: CacheKey, expected_rows: int) -> FaissIndex:
+def _read_cached(directory: Path, key: CacheKey, expected_rows: int, ef_search: int) -> FaissIndex:
     meta = json.loads((directory / "meta.json").read_text())
     if meta.get("key") != key.__dict__ or meta.get("format") != INDEX_FORMAT:
         raise ValueError("cache metadata does not match its key")
-    index = FaissIndex.read(directory / "index.faiss")
+    index = FaissIndex.read(directory / "index.faiss", ef_search=ef_search)
     if index.size != expected_rows or index.size != meta.get("rows"):
         raise ValueError(f"cache holds {index.size} rows, expected {expected_rows}")
     return index
 
 
 def build_index(
-    texts: Sequence[RetrievalText], encoder: ModelEncoder, progress: ProgressFactory | None
+    texts: Sequence[RetrievalText],
+    encoder: ModelEncoder,
+    progress: ProgressFactory | None,
+    *,
+    kind: IndexKind = "flat",
+    ef_search: int = 128,
 ) -> FaissIndex:
     chunk = 2048
     bar = progress(len(texts), "embedding catalogue") if progress else None
@@ -140,7 +156,12 @@ def build_index(
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return FaissIndex.build(vectors)
+    started = time.perf_counter()
+    index = FaissIndex.build(vectors, kind, ef_search=ef_search)
+    log.info(
+        "index_built", kind=kind, rows=len(texts), seconds=round(time.perf_counter() - started, 1)
+    )
+    return index
 
 
 def write_index(directory: Path, index: FaissIndex, key: CacheKey) -> None:

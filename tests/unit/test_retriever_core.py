@@ -68,3 +68,26 @@ def test_history_query_not_doubled() -> None:
 def test_note_without_spans() -> None:
     out = make_retriever().retrieve(SegmentedNote(note_id="n3", text="ok", spans=[]))
     assert out.items == []
+
+
+def test_notes_retrieved_together_get_what_each_gets_alone() -> None:
+    texts = ["Diabetes, type 2. Hypertension.", "Mother had breast cancer.", "Pneumonia."]
+    notes = [
+        SegmentedNote(note_id="a", text=texts[0], spans=[make_span("Diabetes, type 2", texts[0])]),
+        SegmentedNote(note_id="empty", text="ok", spans=[]),
+        SegmentedNote(
+            note_id="b",
+            text=texts[1],
+            spans=[make_span("breast cancer", texts[1], family=True)],
+        ),
+        SegmentedNote(note_id="c", text=texts[2], spans=[make_span("Pneumonia", texts[2])]),
+    ]
+    retriever = make_retriever(top_k=4)
+    together = retriever.retrieve_many(notes)
+    assert [n.note_id for n in together] == ["a", "empty", "b", "c"]
+    for batched, note in zip(together, notes, strict=True):
+        alone = retriever.retrieve(note)
+        assert batched.items == alone.items
+        assert batched.timings["retriever"] >= 0
+    assert together[1].items == []
+    assert together[3].items[0].candidates[0].code == "J18.9"

@@ -391,7 +391,7 @@ def test_train_writes_a_pack_that_loads_with_the_new_weights(
     monkeypatch.setattr(command, "retrieve_corpus", fake_retrieval)
     # the pack needs only the catalogue's version here (no memory to check against it)
     tiny = Catalogue(version=load_pack().manifest.catalogue, codes={})
-    monkeypatch.setattr(command, "open_pack", lambda root: open_pack(root, catalogue=tiny))
+    monkeypatch.setattr(command, "open_pack", lambda root, **_: open_pack(root, catalogue=tiny))
     out = tmp_path / "packs" / "tiny"
     argv = ["train", "--data", str(data), "--out", str(out), "--name", "tiny"]
     assert main([*argv, "--span-cases", "20", "--no-progress"]) == 0
