@@ -19,12 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis as sync_redis
 
 from icdcoder.inputs import read_note
-from icdcoder.shared.bus import encode_entry, ensure_groups
+from icdcoder.shared.bus.admin import ensure_groups
+from icdcoder.shared.bus.wire import encode_entry
 from icdcoder.shared.messages import NoteIn
 from icdcoder.shared.streams import CODES, NOTES, STAGES
 
@@ -36,9 +38,12 @@ DEFAULT_URL = "redis://127.0.0.1:6379/12"
 
 
 def start_workers(
-    url: str, retrievers: int, logs: Path
+    url: str, retrievers: int, logs: Path, *, extra: Sequence[str] = ()
 ) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """One worker process per stage, ``retrievers`` retrievers, and the ``extra`` workers
+    (e.g. ``store``), with the environment's settings."""
     stages = [s for s in STAGES for _ in range(retrievers if s == "retriever" else 1)]
+    stages += list(extra)
     started = []
     for i, stage in enumerate(stages):
         path = logs / f"{stage}-{i}.log"

@@ -1,6 +1,9 @@
-"""Encoder throughput: embed every catalogue retrieval text with the configured model and device.
+"""Encoder throughput: embed every catalogue retrieval text with the pack's model, through
+torch (``--device``) or the int8 ONNX encoder (``--encoder onnx-int8``, exported into the cache
+folder on first use).
 
-    python bench/encode_catalogue.py [--model DIR] [--device auto|cpu|cuda] [--texts FILE.tsv]
+    python -m bench.encode_catalogue [--encoder torch|onnx-int8] [--device auto|cpu|cuda]
+        [--texts FILE.tsv] [--limit N]
 
 ``--texts`` reads ``code<TAB>text`` lines instead of loading the catalogue (for a machine that
 has the model and torch but not the catalogue package, e.g. a GPU box). Prints texts/s and the
@@ -15,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from icdcoder.services.retriever.adapters import SentenceTransformerEncoder, default_model_path
+from icdcoder.services.retriever.adapters import load_encoder
+from icdcoder.shared.pack import load_pack
+from icdcoder.shared.settings import RetrieverConfig, Settings
 
 
 def load_texts(path: Path | None) -> tuple[list[str], list[str]]:
@@ -30,21 +35,25 @@ def load_texts(path: Path | None) -> tuple[list[str], list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--encoder", choices=["torch", "onnx-int8"], default="torch")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--texts", type=Path)
+    parser.add_argument("--limit", type=int, help="the first N texts only")
     args = parser.parse_args()
     codes, texts = load_texts(args.texts)
-    encoder = SentenceTransformerEncoder(
-        args.model or default_model_path(), device=args.device, batch_size=args.batch_size
+    codes, texts = codes[: args.limit], texts[: args.limit]
+    settings = Settings()
+    config = RetrieverConfig(
+        encoder=args.encoder, device=args.device, batch_size=args.batch_size, threads=0
     )
+    encoder = load_encoder(load_pack(settings.pack), config, settings.cache_dir)
     encoder.encode(texts[:1000])  # warm-up
     started = time.perf_counter()
     vectors = encoder.encode(texts)
     seconds = time.perf_counter() - started
     print(
-        f"device {encoder.device}: {len(texts)} texts in {seconds:.2f} s "
+        f"{encoder.kind}: {len(texts)} texts in {seconds:.2f} s "
         f"({len(texts) / seconds:.0f} texts/s)"
     )
     queries = ["Type 2 diabetes mellitus without complications", "family history of breast cancer"]

@@ -30,7 +30,7 @@ from icdcoder.services.verifier.vllm_backend import VerifierUnavailableError, Vl
 from icdcoder.shared.catalogue import load_catalogue  # noqa: E402
 from icdcoder.shared.logging import configure_logging  # noqa: E402
 from icdcoder.shared.messages import NoteIn, RetrievedNote  # noqa: E402
-from icdcoder.shared.settings import VerifierSettings  # noqa: E402
+from icdcoder.shared.settings import Settings, VerifierConfig, VllmConfig  # noqa: E402
 from tests.vllm_server import local_vllm_server  # noqa: E402
 
 DEFAULT_NOTES = REPO.parent / "shared/data/codiesp/dev/text_files_en"
@@ -38,7 +38,8 @@ DEFAULT_NOTES = REPO.parent / "shared/data/codiesp/dev/text_files_en"
 
 def collect(notes_dir: Path, spans: int) -> list[RetrievedNote]:
     """Retrieved notes holding ``spans`` spans with candidates in all (the last one cut)."""
-    pipeline = build_pipeline(verifier=VerifierSettings(backend="similarity"), progress=None)
+    settings = Settings().with_section(verifier=VerifierConfig(backend="similarity"))
+    pipeline = build_pipeline(settings, progress=None)
     out: list[RetrievedNote] = []
     left = spans
     for path in sorted(notes_dir.glob("*.txt")):
@@ -61,13 +62,12 @@ async def run(args: argparse.Namespace, base_url: str, model: str) -> None:
         f"retrieval (not timed below): {n_spans} spans in {len(notes)} notes, "
         f"{time.perf_counter() - t:.1f} s"
     )
-    settings = VerifierSettings(
-        backend="vllm",
-        vllm_base_url=base_url,
-        vllm_model=model,
-        vllm_timeout_s=300.0,
-        vllm_max_concurrency=args.concurrency,
-        vllm_max_retries=0,
+    settings = VllmConfig(
+        base_url=base_url,
+        model=model,
+        timeout_s=300.0,
+        max_concurrency=args.concurrency,
+        max_retries=0,
     )
     verifier = VllmVerifier(
         settings,
