@@ -32,9 +32,10 @@ from icdcoder.shared.streams import CODES, NOTES, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 #: ``icdcoder worker``: the bus subcommands as the ``icdcoder`` CLI runs them.
-WORKER = [sys.executable, "-m", "icdcoder.commands.bus", "worker"]
+WORKER = [sys.executable, "-m", "icdcoder", "worker"]
 DEFAULT_NOTES = REPO.parent / "shared/data/codiesp/dev/text_files_en"
 DEFAULT_URL = "redis://127.0.0.1:6379/12"
+READY = ("core_loaded", "store_opened")
 
 
 def start_workers(
@@ -51,7 +52,11 @@ def start_workers(
             proc = subprocess.Popen(
                 [*WORKER, stage, "--http-port", "0"],
                 cwd=REPO,
-                env={**os.environ, "REDIS_URL": url, "ICDCODER_CONSUMER_NAME": f"{stage}-{i}"},
+                env={
+                    **os.environ,
+                    "ICDCODER_BUS__REDIS_URL": url,
+                    "ICDCODER_BUS__CONSUMER_NAME": f"{stage}-{i}",
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -62,7 +67,8 @@ def start_workers(
 def wait_started(workers: list[tuple[subprocess.Popen[bytes], Path]], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     for proc, path in workers:
-        while '"worker_started"' not in path.read_text():
+        # a stage has loaded its core; the store worker has opened its store
+        while not any(m in path.read_text(errors="replace") for m in READY):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"worker did not start: {path}\n{path.read_text()[-2000:]}")
             time.sleep(0.2)
