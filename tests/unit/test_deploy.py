@@ -54,16 +54,76 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
+def container(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The main container's env entries by name."""
+    return {e["name"]: e for e in container(doc).get("env", [])}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.name for p in OVERLAYS])
 def test_overlays_keep_the_rules(overlay: Path) -> None:
     docs = render(overlay)
     assert list(rules.check(docs)) == []
     stages = {
-        d["spec"]["template"]["spec"]["containers"][0]["args"][1]
+        container(d)["args"][1]
         for d in docs
-        if d["kind"] == "Deployment" and d["metadata"]["name"] != "icdcoder-vllm"
+        if d["kind"] == "Deployment" and container(d).get("args", [])[:1] == ["worker"]
     }
     assert stages == set(rules.STAGES)
+
+
+def test_rules_name_the_streams_the_code_reads() -> None:
+    from icdcoder.services.store import app as store
+    from icdcoder.shared import streams
+
+    expected = {name: ((s.source, s.group),) for name, s in streams.STAGES.items()}
+    expected["store"] = ((streams.CODES, store.GROUP), (streams.DEAD_LETTER, store.GROUP))
+    assert {name: stage.reads for name, stage in rules.STAGES.items()} == expected
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.name for p in OVERLAYS])
+def test_overlays_run_the_api_and_the_store_worker(overlay: Path) -> None:
+    docs = render(overlay)
+    secret = {"secretKeyRef": {"name": "icdcoder-store", "key": "url"}}
+
+    api = find(docs, "Deployment", "icdcoder-api")
+    args = container(api)["args"]
+    assert args[:1] == ["serve"] and "--mode bus" in " ".join(args)
+    env = env_of(api)
+    assert env["ICDCODER_STORE__URL"]["valueFrom"] == secret
+    assert env["ICDCODER_API__KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "icdcoder-api"
+    sessions = env["ICDCODER_API__SESSIONS_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert sessions == {"name": "icdcoder-api", "key": "sessions-secret"}
+    assert "$(REDIS_PASSWORD)" in env["ICDCODER_BUS__REDIS_URL"]["value"]
+    service = find(docs, "Service", "icdcoder-api")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    hpa = find(docs, "HorizontalPodAutoscaler", "icdcoder-api")
+    assert hpa["spec"]["minReplicas"] >= 2
+    find(docs, "PodDisruptionBudget", "icdcoder-api")
+
+    store = find(docs, "Deployment", "icdcoder-store")
+    assert container(store)["args"] == ["worker", "store"]
+    assert env_of(store)["ICDCODER_STORE__URL"]["valueFrom"] == secret
+    triggers = find(docs, "ScaledObject", "icdcoder-store")["spec"]["triggers"]
+    assert {(t["metadata"]["stream"], t["metadata"]["consumerGroup"]) for t in triggers} == {
+        ("icdcoder:codes", "store"),
+        ("icdcoder:dead-letter", "store"),
+    }
+
+    job = find(docs, "Job", "icdcoder-db-upgrade")
+    assert container(job)["args"] == ["db", "upgrade"]
+    assert env_of(job)["ICDCODER_STORE__URL"]["valueFrom"] == secret
+    # Every pod that holds the store URL may reach PostgreSQL, and nothing else gains 5432.
+    postgres = find(docs, "NetworkPolicy", "icdcoder-to-postgres")
+    for doc in (api, store, job):
+        assert rules.selects(postgres["spec"]["podSelector"], rules.pod_labels(doc))
+    retriever = find(docs, "Deployment", "icdcoder-retriever")
+    assert not rules.selects(postgres["spec"]["podSelector"], rules.pod_labels(retriever))
+    assert not any(d["kind"] == "Secret" for d in docs)
 
 
 def test_gpu_overlay_switches_the_retriever_and_the_verifier() -> None:
@@ -122,6 +182,54 @@ def test_gpu_overlay_switches_the_retriever_and_the_verifier() -> None:
         (
             lambda d: d.remove(find(d, "PodDisruptionBudget", "icdcoder-retriever")),
             "Deployment/icdcoder-retriever: no PodDisruptionBudget",
+        ),
+        (
+            lambda d: find(d, "ScaledObject", "icdcoder-store")["spec"]["triggers"].pop(),
+            "no trigger watches icdcoder:dead-letter (group store)",
+        ),
+        (
+            lambda d: env_of(find(d, "Deployment", "icdcoder-store"))["ICDCODER_STORE__URL"].update(
+                value="postgresql://icdcoder:hunter2@db:5432/icdcoder", valueFrom=None
+            ),
+            "env ICDCODER_STORE__URL holds a secret: read it from a Secret",
+        ),
+        (
+            lambda d: env_of(find(d, "Deployment", "icdcoder-api"))["ICDCODER_API__KEYS"].update(
+                valueFrom={"secretKeyRef": {"name": "icdcoder-keys", "key": "keys"}}
+            ),
+            "reads Secret 'icdcoder-keys' key 'keys', not a documented one",
+        ),
+        (
+            lambda d: d.append(
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "icdcoder-api"}}
+            ),
+            "Secret/icdcoder-api: Secrets are created out of band",
+        ),
+        (
+            lambda d: container(find(d, "Deployment", "icdcoder-api")).update(args=["serve"]),
+            "the API must run in bus mode",
+        ),
+        (
+            lambda d: container(find(d, "Deployment", "icdcoder-api")).pop("readinessProbe"),
+            "Deployment/icdcoder-api container api: no readinessProbe",
+        ),
+        (
+            lambda d: container(find(d, "Job", "icdcoder-db-upgrade"))["securityContext"].update(
+                allowPrivilegeEscalation=True
+            ),
+            "Job/icdcoder-db-upgrade container db-upgrade: allowPrivilegeEscalation must be false",
+        ),
+        (
+            lambda d: d.remove(find(d, "Job", "icdcoder-db-upgrade")),
+            "no Job runs `icdcoder db upgrade`",
+        ),
+        (
+            lambda d: d.remove(find(d, "NetworkPolicy", "icdcoder-to-postgres")),
+            "Deployment/icdcoder-api: uses the store, but no NetworkPolicy lets it reach port 5432",
+        ),
+        (
+            lambda d: d.remove(find(d, "HorizontalPodAutoscaler", "icdcoder-api")),
+            "Deployment/icdcoder-api: no ScaledObject or HorizontalPodAutoscaler",
         ),
     ],
 )
