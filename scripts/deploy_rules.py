@@ -8,7 +8,8 @@ probes and resources, one worker per stream and consumer group, the HTTP API's s
 Secrets referenced (never rendered or inlined), references between resources (ScaledObject and
 HorizontalPodAutoscaler -> Deployment, TriggerAuthentication, ConfigMap, Ingress -> Service;
 PDB and NetworkPolicy selectors), egress to PostgreSQL for what uses the store, the schema Job,
-the Ingress body size, the Redis address and the pack path each configured once.
+the Ingress's TLS, body size and read timeout against the API's settings, the Redis address and
+the pack path each configured once.
 """
 
 from __future__ import annotations
@@ -249,6 +250,63 @@ def api_rules(obj: Obj, config_maps: dict[str, Obj]) -> Iterator[str]:
         yield f"{where}: ICDCODER_API__KEYS is not set (from the Secret icdcoder-api)"
 
 
+def nginx_size(raw: str) -> int | None:
+    """An nginx size ("2m", "512k", "1048576") in bytes; None when it is not one."""
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)", raw.strip())
+    if m is None:
+        return None
+    return int(m.group(1)) * 1024 ** " kmg".index((m.group(2) or " ").lower())
+
+
+def ingress_rules(ing: Obj, by_kind: dict[str, dict[str, Obj]]) -> Iterator[str]:
+    """An Ingress reaches a rendered Service port, serves TLS for its hosts, and lets through
+    the bodies and the waits the API accepts (ingress-nginx annotations)."""
+    where = name(ing)
+    config_maps = by_kind.get("ConfigMap", {})
+    tls_hosts = {h for t in ing["spec"].get("tls") or [] for h in t.get("hosts") or []}
+    backends = []
+    for rule in ing["spec"].get("rules") or []:
+        if rule.get("host") and rule["host"] not in tls_hosts:
+            yield f"{where}: host {rule['host']} has no TLS section"
+        backends += [p["backend"] for p in (rule.get("http") or {}).get("paths") or []]
+    if not tls_hosts:
+        yield f"{where}: no TLS section"
+    annotations = ing["metadata"].get("annotations") or {}
+    for backend in backends:
+        svc_ref = backend.get("service") or {}
+        service = by_kind.get("Service", {}).get(svc_ref.get("name"))
+        if service is None:
+            yield f"{where}: backend Service {svc_ref.get('name')!r} is not rendered"
+            continue
+        port = svc_ref.get("port") or {}
+        if not any(
+            p.get("name") == port.get("name") if "name" in port else p["port"] == port.get("number")
+            for p in service["spec"].get("ports", [])
+        ):
+            yield f"{where}: Service {service['metadata']['name']} has no port {port}"
+        pods = [
+            d
+            for d in by_kind.get("Deployment", {}).values()
+            if selects({"matchLabels": service["spec"].get("selector") or {}}, pod_labels(d))
+        ]
+        for d in pods:
+            env = container_env(d, config_maps)
+            limit = int(env.get("ICDCODER_API__MAX_BODY_BYTES") or 2 * 2**20)
+            raw = annotations.get("nginx.ingress.kubernetes.io/proxy-body-size")
+            if raw is None or nginx_size(raw) != limit:
+                yield (
+                    f"{where}: nginx.ingress.kubernetes.io/proxy-body-size ({raw}) must match "
+                    f"{d['metadata']['name']}'s ICDCODER_API__MAX_BODY_BYTES ({limit})"
+                )
+            wait = float(env.get("ICDCODER_API__MAX_WAIT_S") or 60)
+            timeout = annotations.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60")
+            if not timeout.isdigit() or int(timeout) <= wait:
+                yield (
+                    f"{where}: nginx.ingress.kubernetes.io/proxy-read-timeout ({timeout}) must "
+                    f"exceed ICDCODER_API__MAX_WAIT_S ({wait:g}): a POST ?wait= is cut off"
+                )
+
+
 def postgres_egress(policy: Obj) -> bool:
     """An egress rule naming port 5432, or one open to everything (no peers, no ports)."""
     for rule in policy["spec"].get("egress") or []:
@@ -381,6 +439,8 @@ def check(docs: list[Obj]) -> Iterator[str]:
             yield f"{name(d)}: no NetworkPolicy limits both its ingress and its egress"
         elif d in store_users and not any(postgres_egress(p) for p in policies):
             yield f"{name(d)}: uses the store, but no NetworkPolicy lets it reach port 5432"
+    for ing in by_kind.get("Ingress", {}).values():
+        yield from ingress_rules(ing, by_kind)
     addresses = [cm for cm in config_maps.values() if "REDIS_ADDRESS" in (cm.get("data") or {})]
     if len(addresses) > 1:
         yield f"REDIS_ADDRESS is set in {len(addresses)} ConfigMaps: keep it in one"

@@ -20,6 +20,7 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "validate-deploy.sh"
 OVERLAYS = sorted(p for p in (REPO / "deploy" / "k8s" / "overlays").iterdir() if p.is_dir())
+INGRESS = REPO / "deploy" / "k8s" / "examples" / "ingress"
 
 
 def load_rules() -> ModuleType:
@@ -238,6 +239,60 @@ def test_rules_catch_mistakes(break_it: Any, message: str) -> None:
     break_it(docs)
     problems = list(rules.check(docs))
     assert any(message in p for p in problems), problems
+
+
+def test_ingress_example_keeps_the_rules() -> None:
+    docs = render(INGRESS)
+    assert list(rules.check(docs)) == []
+    ingress = find(docs, "Ingress", "icdcoder-api")
+    assert ingress["spec"]["tls"][0]["secretName"] == "icdcoder-api-tls"
+    annotations = ingress["metadata"]["annotations"]
+    api = env_of(find(docs, "Deployment", "icdcoder-api"))
+    limit = int(api["ICDCODER_API__MAX_BODY_BYTES"]["value"])
+    assert rules.nginx_size(annotations["nginx.ingress.kubernetes.io/proxy-body-size"]) == limit
+    paths = {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert "/v1" in paths and not {"/", "/metrics"} & paths
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (
+            lambda d: env_of(find(d, "Deployment", "icdcoder-api"))[
+                "ICDCODER_API__MAX_BODY_BYTES"
+            ].update(value="4194304"),
+            "proxy-body-size (2m) must match icdcoder-api's ICDCODER_API__MAX_BODY_BYTES (4194304)",
+        ),
+        (
+            lambda d: find(d, "Ingress", "icdcoder-api")["metadata"]["annotations"].update(
+                {"nginx.ingress.kubernetes.io/proxy-read-timeout": "30"}
+            ),
+            "proxy-read-timeout (30) must exceed ICDCODER_API__MAX_WAIT_S (60)",
+        ),
+        (
+            lambda d: find(d, "Ingress", "icdcoder-api")["spec"].pop("tls"),
+            "host icdcoder.example.org has no TLS section",
+        ),
+        (
+            lambda d: find(d, "Ingress", "icdcoder-api")["spec"]["rules"][0]["http"]["paths"][0][
+                "backend"
+            ]["service"].update(name="icdcoder"),
+            "backend Service 'icdcoder' is not rendered",
+        ),
+    ],
+)
+def test_rules_catch_ingress_mistakes(break_it: Any, message: str) -> None:
+    docs = render(INGRESS)
+    break_it(docs)
+    problems = list(rules.check(docs))
+    assert any(message in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"), [("2m", 2 * 2**20), ("512k", 512 * 1024), ("1048576", 2**20), ("2 MB", None)]
+)
+def test_nginx_sizes(raw: str, size: int | None) -> None:
+    assert rules.nginx_size(raw) == size
 
 
 def run_script(root: Path) -> subprocess.CompletedProcess[str]:
