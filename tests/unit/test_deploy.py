@@ -295,6 +295,30 @@ def test_nginx_sizes(raw: str, size: int | None) -> None:
     assert rules.nginx_size(raw) == size
 
 
+def test_compose_runs_the_whole_product() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    stages = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "worker"}
+    assert stages == set(rules.STAGES)
+    postgres = services["postgres"]
+    assert postgres["image"].startswith(("postgres:15", "postgres:16"))
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(v.startswith("postgres-data:") for v in postgres["volumes"])
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    migrated = {"condition": "service_completed_successfully"}
+    api, store = services["api"], services["store"]
+    for service in (api, store):
+        assert service["depends_on"]["migrate"] == migrated
+        assert service["environment"]["ICDCODER_STORE__URL"].startswith(
+            "postgresql://icdcoder:${POSTGRES_PASSWORD:?"
+        )
+    assert api["command"] == ["serve", "--mode", "bus", "--host", "0.0.0.0"]
+    assert all(port.startswith("127.0.0.1:") for port in api["ports"])
+    assert "/healthz/ready" in " ".join(api["healthcheck"]["test"])
+    assert {"ICDCODER_API__KEYS", "ICDCODER_API__SESSIONS_SECRET"} <= set(api["environment"])
+
+
 def run_script(root: Path) -> subprocess.CompletedProcess[str]:
     tools = Path(sys.executable).parent
     if (
