@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# icdcoder worker image: one image for every stage (`icdcoder worker STAGE`); see deploy/README.md.
+# icdcoder image: one image for every stage and the store worker (`icdcoder worker STAGE`), the
+# HTTP API (`icdcoder serve`) and the schema upgrade (`icdcoder db upgrade`); see deploy/README.md.
 #   docker build -t icdcoder:0.1.0 .                                  # CPU (default)
 #   docker build --build-arg VARIANT=gpu -t icdcoder:0.1.0-gpu .      # CUDA torch + faiss-gpu-cu12
 # Nothing is downloaded at run time: the embedding model ships in a Python package and the
@@ -46,7 +47,7 @@ RUN icdcoder index build && chmod -R a+rX /opt/icdcoder
 FROM ${PYTHON_IMAGE}
 ARG VARIANT=cpu
 LABEL org.opencontainers.image.title="icdcoder" \
-      org.opencontainers.image.description="ICD-10-CM coding workers on Redis streams (${VARIANT})" \
+      org.opencontainers.image.description="ICD-10-CM coding workers on Redis streams and an HTTP API (${VARIANT})" \
       org.opencontainers.image.licenses="Apache-2.0"
 # uid 10001 with a passwd entry (getpass.getuser() in torch needs one); HOME=/tmp, which pods
 # mount as an emptyDir under readOnlyRootFilesystem.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Offline checks of the image and deployment files (CI: `make deploy-check`, part of `make test`).
-#   deploy/k8s/base, deploy/k8s/overlays/*  rendered with `kubectl kustomize`; the built-in
-#       resources validated with `kubernetes-validate --strict` (Kubernetes $K8S_VERSION), the KEDA
-#       ones with the KEDA models of npm's @kubernetes-models/keda (scripts/validate-keda.mjs), and
-#       all of them against the project's rules (scripts/deploy_rules.py)
+#   deploy/k8s/base, deploy/k8s/overlays/*, deploy/k8s/examples/*  rendered with `kubectl
+#       kustomize`; the built-in resources validated with `kubernetes-validate --strict`
+#       (Kubernetes $K8S_VERSION), the KEDA ones with the KEDA models of npm's
+#       @kubernetes-models/keda (scripts/validate-keda.mjs), and all of them against the
+#       project's rules (scripts/deploy_rules.py)
 #   docker-compose.yml  the compose-spec schema (check-jsonschema --builtin-schema)
 #   Dockerfile          hadolint
 # One line per checked file (problems indented under it); exit status 1 if anything fails.
@@ -61,9 +62,12 @@ report() {  # report FILE STATUS SUMMARY [PROBLEMS-FILE]
   return 0
 }
 
-# Kubernetes: each kustomization a user applies (base too: the overlays build on it).
+# Kubernetes: each kustomization a user applies (base too: the overlays build on it), and the
+# examples (an overlay plus what a site adds, such as an Ingress).
 dirs=("$ROOT/deploy/k8s/base")
-for d in "$ROOT"/deploy/k8s/overlays/*/; do dirs+=("${d%/}"); done
+for d in "$ROOT"/deploy/k8s/overlays/*/ "$ROOT"/deploy/k8s/examples/*/; do
+  if [[ -f $d/kustomization.yaml ]]; then dirs+=("${d%/}"); fi
+done
 for dir in "${dirs[@]}"; do
   rel=${dir#"$ROOT"/}
   out=$WORK/${rel//\//_}
