@@ -40,9 +40,14 @@ RUN pip install --no-cache-dir . \
  && if [ "$VARIANT" = gpu ]; then \
       pip uninstall -y faiss-cpu && pip install --no-cache-dir "faiss-gpu-cu12==${FAISS_GPU_VERSION}"; \
     fi
-# The built-in pack's index, so pods using it start without building it. A mounted pack should
-# carry its own (icdcoder pack build --vectors).
-RUN icdcoder index build && chmod -R a+rX /opt/icdcoder
+# The built-in pack's index (and the parsed catalogue, and on cpu the int8 query encoder), so
+# pods using it start without building it; gpu also gets the flat index FAISS-GPU searches. A
+# mounted pack should carry its own (icdcoder pack build --vectors).
+RUN icdcoder index build \
+ && if [ "$VARIANT" = gpu ]; then \
+      ICDCODER_RETRIEVER__ENCODER=torch ICDCODER_RETRIEVER__INDEX=flat icdcoder index build; \
+    fi \
+ && chmod -R a+rX /opt/icdcoder
 
 FROM ${PYTHON_IMAGE}
 ARG VARIANT=cpu

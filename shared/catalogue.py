@@ -7,6 +7,7 @@ cardiorenal, with heart failure" -> I13.0), read by :mod:`icdcoder.shared.index_
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.metadata
 import os
@@ -212,11 +213,16 @@ def _cached_codes(cache_dir: Path) -> dict[str, CodeInfo]:
         finally:
             gc.enable()
     codes = _parse_codes()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with tmp.open("wb") as f:
-        pickle.dump(codes, f, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            pickle.dump(codes, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only cache (an image's): parse again next start
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        log.warning("catalogue_cache_not_written", path=str(path), error=type(exc).__name__)
     return codes
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.shared.catalogue import Catalogue, CatalogueError, parse_refs
+from icdcoder.shared.catalogue import Catalogue, CatalogueError, load_catalogue, parse_refs
 from icdcoder.shared.index_terms import read_index_csv, resolve_index_code
 from tests.conftest import INDEX_CSV, require
 
@@ -109,3 +109,17 @@ def test_single_notes_are_not_split_into_characters(catalogue: Catalogue) -> Non
         for notes in (info.inclusion_terms, info.excludes1, info.code_first, info.use_additional)
         for note in notes
     )
+
+
+def test_the_parsed_catalogue_is_cached_and_read_back(tmp_path: Path, catalogue: Catalogue) -> None:
+    first = load_catalogue(cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("catalogue-*.pickle")
+    assert first.codes == catalogue.codes
+    cached.write_bytes(cached.read_bytes()[:1000])  # a torn file: parsed again, and rewritten
+    assert load_catalogue(cache_dir=tmp_path).codes == catalogue.codes
+    assert load_catalogue(cache_dir=tmp_path, index_terms={"I10": ("HTN",)}).index_terms == {
+        "I10": ("HTN",)
+    }
+    unwritable = tmp_path / "a-file"
+    unwritable.write_text("")
+    assert load_catalogue(cache_dir=unwritable).codes == catalogue.codes  # no cache, no error
