@@ -38,7 +38,11 @@ LEVERS: dict[str, tuple[dict[str, str], int]] = {
         {"ICDCODER_RETRIEVER__CATALOGUE_PRECISION": "query"},
         1,
     ),
-    "int8 queries, float32 catalogue, HNSW (default)": ({}, 1),
+    "int8 queries, float32 catalogue, HNSW efSearch 128": (
+        {"ICDCODER_RETRIEVER__HNSW_EF_SEARCH": "128"},
+        1,
+    ),
+    "int8 queries, float32 catalogue, HNSW efSearch 256 (default)": ({}, 1),
     "default, 16 notes per batch": ({}, 16),
 }
 

@@ -46,7 +46,7 @@ def set_search_threads(threads: int) -> None:
 
 
 class FaissIndex:
-    def __init__(self, index: Any, *, ef_search: int = 128) -> None:
+    def __init__(self, index: Any, *, ef_search: int = 256) -> None:
         self._index = index
         self.on_gpu = False
         hnsw = getattr(index, "hnsw", None)
@@ -59,7 +59,7 @@ class FaissIndex:
 
     @classmethod
     def build(
-        cls, vectors: Vectors, kind: IndexKind = "flat", *, ef_search: int = 128
+        cls, vectors: Vectors, kind: IndexKind = "flat", *, ef_search: int = 256
     ) -> FaissIndex:
         import faiss
 
@@ -74,7 +74,7 @@ class FaissIndex:
         return cls(index, ef_search=ef_search)
 
     @classmethod
-    def read(cls, path: Path, *, ef_search: int = 128) -> FaissIndex:
+    def read(cls, path: Path, *, ef_search: int = 256) -> FaissIndex:
         import faiss
 
         return cls(faiss.read_index(str(path)), ef_search=ef_search)

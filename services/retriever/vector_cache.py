@@ -108,7 +108,7 @@ def load_or_build_index(
     progress: ProgressFactory | None = stderr_progress,
     force: bool = False,
     kind: IndexKind = "flat",
-    ef_search: int = 128,
+    ef_search: int = 256,
 ) -> IndexBundle:
     """The index from ``prebuilt`` (a pack's folder) when its key matches, else from the cache
     folder, else built (and cached)."""
@@ -144,7 +144,7 @@ def build_index(
     progress: ProgressFactory | None,
     *,
     kind: IndexKind = "flat",
-    ef_search: int = 128,
+    ef_search: int = 256,
 ) -> FaissIndex:
     chunk = 2048
     bar = progress(len(texts), "embedding catalogue") if progress else None
