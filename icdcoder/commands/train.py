@@ -1,5 +1,8 @@
 """``icdcoder train``: fit a pack's verifier weights on a coded corpus and write a new pack.
 
+The corpus is a CodiEsp split (``--data``) or the reviewed notes of a store (``--store``: the
+review page's confirmed codes are the gold, so rejected codes are negatives; docs/review.md).
+
 The corpus is retrieved with the base pack (its model, enrichment and memory; cached, so only
 the first fit on a corpus takes minutes), the span model is fitted on the first ``--span-cases``
 cases and the note model on all of them, and a new pack is written with the base's parts and the
