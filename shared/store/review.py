@@ -273,20 +273,42 @@ class ReviewStore:
         total = counts[status] if status is not None else sum(counts.values())
         return Worklist(items, counts, total)
 
-    def next_note(self, after: str, status: ReviewStatus | None = "needs_review") -> str | None:
-        """The next note in the worklist's order after ``after`` that is not reviewed (of
-        ``status`` first, else any not reviewed), for the page's ``n`` key."""
-        for wanted in (status, None):
-            items = self.worklist(status=wanted, limit=100_000).items
-            ids = [i.note_id for i in items if i.status != "reviewed"]
-            if after in ids:
-                position = ids.index(after)
-                rest = ids[position + 1 :] + ids[:position]
+    def next_note(self, after: str) -> str | None:
+        """The note to review after ``after``: the next one in the worklist's order (newest
+        first, wrapping round) that needs review, else the next one not reviewed, else None."""
+        with self.store.session() as session:
+            here = session.execute(
+                select(Result.created_at, Result.id)
+                .join(Note, Note.id == Result.note_pk)
+                .where(Result.id.in_(self._latest_results()), Note.note_id == after)
+            ).first()
+            later: ColumnElement[bool]
+            if here is None:
+                later = Result.id.is_not(None)
             else:
-                rest = ids
-            if rest:
-                return rest[0]
-        return None
+                later = or_(
+                    Result.created_at < here[0],
+                    and_(Result.created_at == here[0], Result.id < here[1]),
+                )
+            found = session.scalars(
+                select(Note.note_id)
+                .select_from(Result)
+                .join(Note, Note.id == Result.note_pk)
+                .outerjoin(NoteReview, NoteReview.result_id == Result.id)
+                .where(
+                    Result.id.in_(self._latest_results()),
+                    NoteReview.reviewed_at.is_(None),
+                    Note.note_id != after,
+                )
+                .order_by(
+                    case((Result.review > 0, 0), else_=1),
+                    case((later, 0), else_=1),
+                    Result.created_at.desc(),
+                    Result.id.desc(),
+                )
+                .limit(1)
+            ).first()
+            return found
 
     def note(self, note_id: str) -> ReviewState | None:
         with self.store.session() as session:

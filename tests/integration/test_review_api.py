@@ -149,11 +149,15 @@ def client(app_client: tuple[TestClient, object]) -> TestClient:
 
 
 def code_note(client: TestClient, key: str, note_id: str = "adm-1", text: str = TEXT) -> None:
-    response = client.post(
-        "/v1/notes?wait=5",
-        json={"id": note_id, "text": text},
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    """Submit a note and wait until it is coded (on a busy machine, past one ?wait=)."""
+    auth = {"Authorization": f"Bearer {key}"}
+    note = {"id": note_id, "text": text}
+    response = client.post("/v1/notes?wait=10", json=note, headers=auth)
+    for _ in range(30):
+        if response.status_code == 200:
+            break
+        assert response.status_code == 202, response.text
+        response = client.post("/v1/notes?wait=10", json=note, headers=auth)
     assert response.status_code == 200, response.text
 
 
@@ -557,3 +561,19 @@ def test_review_writes_and_conflicts_on_both_databases(any_store: Store) -> None
     assert reopened.status == "needs_review" and list(reviews.reviewed()) == []
     counts = reviews.worklist().counts
     assert counts == {"coded": 0, "needs_review": 1, "reviewed": 0}
+
+
+def test_the_next_note_follows_the_worklist_order_and_skips_reviewed_notes(
+    any_store: Store,
+) -> None:
+    for note_id in ("n-1", "n-2", "n-3"):  # the worklist shows the newest first
+        any_store.save_result(coded(NoteIn(note_id=note_id, text=TEXT)), text=TEXT)
+    reviews = ReviewStore(any_store, PACK)
+    assert [i.note_id for i in reviews.worklist().items] == ["n-3", "n-2", "n-1"]
+    assert reviews.next_note("n-3") == "n-2"
+    assert reviews.next_note("n-1") == "n-3"  # wraps round
+    reviews.mark_reviewed("n-2", version=0, user="ana")
+    assert reviews.next_note("n-3") == "n-1"
+    reviews.mark_reviewed("n-1", version=0, user="ana")
+    assert reviews.next_note("n-3") is None
+    assert reviews.next_note("unknown") == "n-3"
