@@ -258,6 +258,9 @@ def test_decisions_are_stored_with_user_and_time_and_survive_a_reload(
     page = client.get("/review/notes/adm-1").text
     assert 'data-code="E11.21"' in page and "state-reject" in page and 'data-version="3"' in page
     assert 'class="ev"' in page and "data-reason=" in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # offline: every asset is the app's
+    for asset in ("/review/static/review.js", "/review/static/review.css"):
+        assert client.get(asset).status_code == 200
     done = client.post("/v1/review/notes/adm-1/reviewed", json={"version": 3}, headers=headers)
     assert done.status_code == 200 and done.json()["status"] == "reviewed"
     assert done.json()["reviewed_by"] == "ana"
