@@ -109,6 +109,8 @@ class InProcessCoding:
                 return [(pk, note_id, text) for pk, note_id, text in rows if text]
 
         for pk, note_id, text in await asyncio.to_thread(left):
+            if pk in self._pending:  # submitted while the coder loaded: queued already
+                continue
             self._pending.add(pk)
             self._done.setdefault(pk, asyncio.Event())
             await self._queue.put((pk, NoteIn(note_id=note_id, text=text)))
