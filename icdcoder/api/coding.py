@@ -130,7 +130,9 @@ class InProcessCoding:
                 )
             )
         else:
-            await asyncio.to_thread(lambda: self.store.save_result(coded, text=note.text))
+            kept = await asyncio.to_thread(lambda: self.store.save_result(coded, text=note.text))
+            if not kept:  # this version had its result already: it is coded, not coding
+                await asyncio.to_thread(self.store.set_status, pk, "coded")
             log.info("coded", note_id=note.note_id, codes=len(coded.codes))
         finally:
             self._pending.discard(pk)
