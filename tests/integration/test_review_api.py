@@ -580,3 +580,20 @@ def test_the_next_note_follows_the_worklist_order_and_skips_reviewed_notes(
     reviews.mark_reviewed("n-1", version=0, user="ana")
     assert reviews.next_note("n-3") is None
     assert reviews.next_note("unknown") == "n-3"
+
+
+def test_train_from_a_store_without_reviewed_notes_fails_with_one_line(
+    client: TestClient,
+    key: str,
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code_note(client, key)  # coded, not reviewed
+    url = settings.store.url.get_secret_value()
+    out = tmp_path / "pack"
+    assert main(["train", "--store", url, "--out", str(out), "--name", "reviewed"]) == 2
+    assert "reviewed-store: no cases to fit on" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--store", url, "--data", str(tmp_path), "--out", str(out), "--name", "x"])
+    assert not out.exists()
