@@ -20,7 +20,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -421,8 +421,6 @@ def _day(raw: str, *, end: bool = False) -> datetime | None:
         day = date.fromisoformat(raw)
     except ValueError:
         return None
-    from datetime import UTC, timedelta
-
     if end:
         day = day + timedelta(days=1)
     return datetime.combine(day, time(), tzinfo=UTC)
