@@ -105,7 +105,7 @@ class ReviewedCorpus:
 
     @property
     def description(self) -> str:
-        return f"reviewed notes of the {self.label} store"
+        return f"reviewed notes ({self.label})"
 
     @property
     def reported(self) -> bool:
