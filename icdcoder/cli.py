@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "icdcoder.commands.export",
     "icdcoder.commands.serve",
     "icdcoder.commands.train",
+    "icdcoder.commands.user",
 )
 
 

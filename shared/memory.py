@@ -13,7 +13,11 @@ is a JSON-lines file, one confirmed example per line::
 
 The file is configuration (``ICDCODER_MEMORY_PATH``), like the catalogue: it is never shipped
 in the repository. ``icdcoder memory codiesp`` builds one from CodiEsp train (see
-``icdcoder/memory_codiesp.py``); corrections exported from a coding tool can be appended.
+``icdcoder/memory_codiesp.py``); ``icdcoder memory export`` builds one from the review page's
+reviewed notes. A line with ``rejected`` is a code a reviewer rejected on that span (a negative
+example): readers of examples and coded notes skip it, :func:`read_rejected` reads them::
+
+    {"rejected": "I10", "text": "blood pressure was normal", "source": "review:adm-17"}
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ class MemoryNote(BaseModel):
     source: str = ""
 
 
+class RejectedExample(BaseModel):
+    """A code a reviewer rejected for a span: what the system proposed and a coder refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rejected: str = Field(min_length=3)
+    text: str = Field(min_length=1)
+    source: str = ""
+
+
 @dataclass(frozen=True)
 class LoadedMemory:
     """Examples and coded notes with codes of the current catalogue, and the codes dropped."""
@@ -61,17 +75,31 @@ class LoadedMemory:
 
 
 def read_memory(path: Path) -> list[Example | MemoryNote]:
-    """Every line of the memory file: span examples and coded notes, in file order."""
+    """Every line of the memory file: span examples and coded notes, in file order (rejected
+    examples left out)."""
+    return [r for r in _read_records(path) if not isinstance(r, RejectedExample)]
+
+
+def read_rejected(path: Path) -> list[RejectedExample]:
+    """The memory file's rejected examples (negatives), in file order."""
+    return [r for r in _read_records(path) if isinstance(r, RejectedExample)]
+
+
+def _read_records(path: Path) -> list[Example | MemoryNote | RejectedExample]:
     if not path.is_file():
         raise ExampleMemoryError(f"example memory not found: {path}")
-    records: list[Example | MemoryNote] = []
+    records: list[Example | MemoryNote | RejectedExample] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
-                kind = MemoryNote if isinstance(data, dict) and "codes" in data else Example
+                kind: type[Example | MemoryNote | RejectedExample] = Example
+                if isinstance(data, dict) and "codes" in data:
+                    kind = MemoryNote
+                elif isinstance(data, dict) and "rejected" in data:
+                    kind = RejectedExample
                 records.append(kind.model_validate(data))
             except (json.JSONDecodeError, ValidationError) as exc:
                 first = str(exc).splitlines()[0]
@@ -112,7 +140,7 @@ def load_memory(path: Path, catalogue: Catalogue) -> LoadedMemory:
     return LoadedMemory(tuple(kept), tuple(sorted(dropped)), tuple(notes))
 
 
-def write_examples(path: Path, examples: Iterable[Example | MemoryNote]) -> int:
+def write_examples(path: Path, examples: Iterable[Example | MemoryNote | RejectedExample]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("w", encoding="utf-8") as handle:

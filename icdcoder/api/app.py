@@ -5,6 +5,8 @@
     GET  /v1/notes/{id}         status (queued, coding, coded, failed + reason) and CodedNote
     GET  /v1/notes/{id}/fhir    a FHIR R4 Bundle of Condition resources
     GET  /healthz/live|ready    open; /metrics (Prometheus) open; /docs and /openapi.json open
+    /review, /v1/review/..., /v1/catalogue/search   the review page and its JSON API
+                                (:mod:`icdcoder.api.review`: a reviewer's session or a key)
 
 Every other route needs a bearer API key (:mod:`icdcoder.api.keys`). A note is idempotent by
 id and content hash: sent twice it is one note version, and once coded the same result comes
@@ -12,7 +14,7 @@ back; a changed text is a new version. Errors are RFC 9457 problem details that 
 and sizes, never the note's text; nothing here logs text.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -29,7 +31,9 @@ from icdcoder.api.coding import Coding
 from icdcoder.api.intake import ApiProblem, NoteRequest, parse_submission
 from icdcoder.api.keys import KeyRing
 from icdcoder.api.limits import BodyLimit
+from icdcoder.api.review import add_review
 from icdcoder.api.views import NoteAccepted, NoteView, note_view
+from icdcoder.shared.catalogue import Catalogue, load_catalogue
 from icdcoder.shared.fhir import bundle
 from icdcoder.shared.messages import NoteIn
 from icdcoder.shared.settings import Settings
@@ -62,7 +66,10 @@ def create_app(
     keys: KeyRing,
     pack: str,
     auth: bool = True,
+    catalogue: Callable[[], Catalogue] = load_catalogue,
 ) -> FastAPI:
+    """The API; ``catalogue`` loads the catalogue the review page searches (on first use)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await coding.start()
@@ -91,8 +98,9 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
 
     @app.exception_handler(ApiProblem)
-    async def _problem(_: Request, exc: ApiProblem) -> JSONResponse:
-        submitted.labels("refused").inc()
+    async def _problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        if request.url.path == "/v1/notes":
+            submitted.labels("refused").inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         return problem(exc.status, exc.title, exc.detail, **headers)
 
@@ -200,6 +208,8 @@ def create_app(
             raise ApiProblem(409, "Not coded", f"the note is {stored.note.status}, not coded")
         resource = bundle(stored.coded, stored.note.metadata, when=stored.note.updated_at)
         return Response(resource.model_dump_json(exclude_none=True), media_type=FHIR_JSON)
+
+    add_review(app, settings, store=store, keys=keys, pack=pack, catalogue=catalogue)
 
     @app.get("/healthz/live", status_code=204, include_in_schema=False)
     async def live() -> Response:

@@ -109,6 +109,8 @@ class InProcessCoding:
                 return [(pk, note_id, text) for pk, note_id, text in rows if text]
 
         for pk, note_id, text in await asyncio.to_thread(left):
+            if pk in self._pending:  # submitted while the coder loaded: queued already
+                continue
             self._pending.add(pk)
             self._done.setdefault(pk, asyncio.Event())
             await self._queue.put((pk, NoteIn(note_id=note_id, text=text)))
@@ -128,7 +130,9 @@ class InProcessCoding:
                 )
             )
         else:
-            await asyncio.to_thread(lambda: self.store.save_result(coded, text=note.text))
+            kept = await asyncio.to_thread(lambda: self.store.save_result(coded, text=note.text))
+            if not kept:  # this version had its result already: it is coded, not coding
+                await asyncio.to_thread(self.store.set_status, pk, "coded")
             log.info("coded", note_id=note.note_id, codes=len(coded.codes))
         finally:
             self._pending.discard(pk)

@@ -1,4 +1,5 @@
-"""``icdcoder memory codiesp``: build an example memory from a CodiEsp training split."""
+"""``icdcoder memory codiesp``: build an example memory from a CodiEsp training split;
+``icdcoder memory export``: build one from the review page's reviewed notes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     codiesp.add_argument("--out", type=Path, required=True, help="memory file to write")
     add_pipeline_options(codiesp)
     codiesp.set_defaults(handler=run_codiesp)
+    export = actions.add_parser(
+        "export",
+        help="the store's reviewed notes as an example memory",
+        description="Write the store's reviewed notes as an example memory (JSON lines, the "
+        "format of 'memory codiesp'): confirmed (accepted or added) codes with their evidence "
+        "spans as examples, rejected codes with theirs as rejected examples, each note with "
+        "its confirmed codes as a coded note. 'icdcoder pack build --memory' takes it.",
+    )
+    export.add_argument("--store", help="store URL (default ICDCODER_STORE__URL)")
+    export.add_argument("--out", type=Path, required=True, help="memory file to write")
+    export.set_defaults(handler=run_export)
 
 
 def run_codiesp(args: argparse.Namespace) -> int:
@@ -64,5 +76,30 @@ def run_codiesp(args: argparse.Namespace) -> int:
         f"({stats.aligned:,} of {stats.evidences:,} evidences aligned, "
         f"{stats.not_in_catalogue:,} with codes not in the catalogue, {stats.no_span:,} "
         f"without a span; {time.perf_counter() - started:.0f} s)"
+    )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from icdcoder.review.learning import ExportStats, memory_records
+    from icdcoder.shared.memory import write_examples
+    from icdcoder.shared.store.migrate import open_store
+    from icdcoder.shared.store.review import ReviewStore
+
+    store = open_store(load_settings(args).store, auto_create=False)
+    stats = ExportStats()
+    records = memory_records(ReviewStore(store).reviewed(), stats)
+    if stats.coded_notes == 0:
+        return fail("no reviewed note with a confirmed code in the store: nothing to export")
+    write_examples(args.out, records)
+    print(
+        f"{stats.examples:,} examples, {stats.rejected:,} rejected examples and "
+        f"{stats.coded_notes:,} coded notes from {stats.notes:,} reviewed notes -> {args.out}"
+        + (f" ({stats.without_text:,} without text left out)" if stats.without_text else "")
+        + (
+            f"; {stats.added_without_evidence:,} added codes had no evidence span"
+            if stats.added_without_evidence
+            else ""
+        )
     )
     return 0

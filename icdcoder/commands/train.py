@@ -1,5 +1,8 @@
 """``icdcoder train``: fit a pack's verifier weights on a coded corpus and write a new pack.
 
+The corpus is a CodiEsp split (``--data``) or the reviewed notes of a store (``--store``: the
+review page's confirmed codes are the gold, so rejected codes are negatives; docs/review.md).
+
 The corpus is retrieved with the base pack (its model, enrichment and memory; cached, so only
 the first fit on a corpus takes minutes), the span model is fitted on the first ``--span-cases``
 cases and the note model on all of them, and a new pack is written with the base's parts and the
@@ -19,7 +22,7 @@ from typing import Any
 from icdcoder.codiesp import TEXT_DIRS
 from icdcoder.commands.options import fail, load_settings, positive_int
 from icdcoder.shared.pack import OpenPack, open_pack
-from icdcoder.training.corpus import CodiEspCorpus, trainable_cases
+from icdcoder.training.corpus import CodiEspCorpus, Corpus, trainable_cases
 from icdcoder.training.train import (
     FitOptions,
     FitReport,
@@ -36,12 +39,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "train",
         help="fit the verifier's span and note models on a coded corpus into a new pack",
-        description="Retrieve a CodiEsp training split with the base pack (cached), fit the "
+        description="Retrieve a CodiEsp training split (--data) or the reviewed notes of a "
+        "store (--store) with the base pack (cached), fit the "
         "span model (logistic) and the note model (boosted trees) on its gold codes, and write "
         "a new pack with the base's parts and the new weights. The base's operating points "
         "are kept; check them on dev. Never fits on dev or test.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="CodiEsp folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="CodiEsp folder")
+    source.add_argument(
+        "--store",
+        help="fit on the reviewed notes of this store (the review page's decisions are gold)",
+    )
     parser.add_argument("--split", default="train", help="split to fit on (default train)")
     parser.add_argument("--lang", choices=sorted(TEXT_DIRS), default="en", help="default en")
     parser.add_argument("--out", type=Path, required=True, help="new pack folder")
@@ -101,7 +110,15 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return fail(problem)
     settings = load_settings(args)
-    corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
+    corpus: Corpus
+    if args.store is not None:
+        from icdcoder.review.learning import ReviewedCorpus
+        from icdcoder.shared.store.migrate import open_store
+        from icdcoder.shared.store.review import ReviewStore
+
+        corpus = ReviewedCorpus(ReviewStore(open_store(settings.store, auto_create=False)))
+    else:
+        corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
     cases = trainable_cases(corpus)  # CorpusError: refused or unreadable, one line
     opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
     try:

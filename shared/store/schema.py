@@ -6,6 +6,9 @@ results   one per note version and model pack: the CodedNote as JSON, pack, cata
 codes     one per code of a result: code, decision, confidence, rank, evidence offsets,
           so that users can query codes with SQL
 failures  notes that could not be coded: stage, reason, attempts (and the payload)
+users             reviewers of the review page (argon2 password hashes)
+note_reviews      per result: the review version (optimistic locking) and who marked it reviewed
+review_decisions  the audit trail: accept / reject / add of a code, by whom, when
 """
 
 from __future__ import annotations
@@ -138,6 +141,56 @@ class Failure(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     #: What was received, to replay (NULL when the store keeps no text).
     payload: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class User(Base):
+    """A reviewer who logs in to the review page: a name and an argon2 hash of the password."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NoteReview(Base):
+    """The review state of one result (a note version coded by a pack): a version number that
+    every write must name (a stale one is refused), and who marked it reviewed, when."""
+
+    __tablename__ = "note_reviews"
+
+    result_id: Mapped[int] = mapped_column(
+        ForeignKey("results.id", ondelete="CASCADE"), primary_key=True
+    )
+    note_pk: Mapped[int] = mapped_column(ForeignKey("notes.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    reviewed_by: Mapped[str | None] = mapped_column(String(120))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    updated_by: Mapped[str] = mapped_column(String(120))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewDecision(Base):
+    """The audit trail: one row per reviewer decision on a code (append-only; a code's state
+    is its newest decision). ``evidence`` holds the offsets a reviewer gave an added code."""
+
+    __tablename__ = "review_decisions"
+
+    id: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), index=True)
+    note_pk: Mapped[int] = mapped_column(ForeignKey("notes.id", ondelete="CASCADE"), index=True)
+    note_id: Mapped[str] = mapped_column(String(200), index=True)
+    code: Mapped[str] = mapped_column(String(10), index=True)
+    action: Mapped[str] = mapped_column(String(8), index=True)
+    user: Mapped[str] = mapped_column(String(120))
+    #: The review version this decision made (the note's version after it).
+    version: Mapped[int] = mapped_column(Integer)
+    evidence: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )

@@ -259,3 +259,36 @@ def test_bus_mode_publishes_once_and_answers_from_the_store(
         store.save_result(coded_for(NoteIn(note_id="b1", text=TEXT)))  # as the store worker does
         done = client.post("/v1/notes?wait=2", json={"id": "b1", "text": TEXT})
         assert done.status_code == 200 and done.json()["status"] == "coded"
+
+
+def test_notes_submitted_while_the_coder_loads_are_coded_once(
+    settings: Settings, store: Store, key: str
+) -> None:
+    import threading
+
+    loaded = threading.Event()
+    coder = FakeCoder()
+
+    def slow_coder() -> FakeCoder:
+        loaded.wait(timeout=30)
+        return coder
+
+    app = create_app(
+        settings,
+        store=store,
+        coding=InProcessCoding(store, slow_coder),
+        keys=key_ring("", store),
+        pack=PACK,
+    )
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        for note_id in ("q1", "q2"):
+            assert client.post("/v1/notes", json={"id": note_id, "text": TEXT}).status_code == 202
+        loaded.set()
+        for note_id in ("q1", "q2"):
+            assert (
+                client.post("/v1/notes?wait=10", json={"id": note_id, "text": TEXT}).json()[
+                    "status"
+                ]
+                == "coded"
+            )
+    assert sorted(coder.coded) == ["q1", "q2"]
