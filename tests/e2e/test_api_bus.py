@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fhir.resources.bundle import Bundle
+from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import text
 
 from icdcoder.shared.messages import NoteIn
