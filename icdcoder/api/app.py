@@ -16,6 +16,7 @@ and sizes, never the note's text; nothing here logs text.
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Security
@@ -25,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from icdcoder import __version__
 from icdcoder.api.coding import Coding
@@ -103,6 +105,17 @@ def create_app(
             submitted.labels("refused").inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
         return problem(exc.status, exc.title, exc.detail, **headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own refusals (a body that is not JSON, an unknown path or method) as
+        problem details too, like every other error of the API."""
+        return problem(
+            exc.status_code,
+            HTTPStatus(exc.status_code).phrase,
+            str(exc.detail),
+            **(exc.headers or {}),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -178,7 +178,8 @@ def add_review(
     Who = Annotated[Reviewer, Depends(reviewer)]
     problems: dict[int | str, dict[str, Any]] = {
         s: {"description": "problem details", "content": {"application/problem+json": {}}}
-        for s in (401, 403, 404, 409, 422)
+        # 400: a body that is not JSON (FastAPI answers it before any route code runs)
+        for s in (400, 401, 403, 404, 409, 422)
     }
     api = APIRouter(prefix="/v1", tags=["review"], responses=problems)
 

@@ -386,19 +386,23 @@ def test_sigterm_while_the_retriever_embeds_a_long_note(tmp_path: Path) -> None:
         EXTRA["sigterm_long_note_stop_seconds"] = seconds
         EXTRA["long_note_characters"] = len(text)
         EXTRA["long_note_spans"] = len(segmented.spans)
-        # not lost: still pending, for another replica to reclaim
-        assert in_hand(db, "retriever")
-        assert db.xlen(CANDIDATES) == 0
+        # Not lost either way: finished within the grace period and passed on once (the int8
+        # encoder embeds such a note in seconds), or cancelled and still pending for another
+        # replica to reclaim.
+        finished = db.xlen(CANDIDATES)
+        pending = in_hand(db, "retriever")
+        assert (finished, pending) in ((1, False), (0, True))
         assert seconds < 45, f"stopped after {seconds} s"
+        outcome = "finished and passed on" if finished else "stays pending for another replica"
         ROWS.append(
             Row(
                 "SIGTERM during a 195k-character note",
                 sent=1,
-                coded_once=0,
+                coded_once=finished,
                 lost=0,
                 duplicated=0,
                 dead_lettered=0,
-                note=f"stopped in {seconds} s; the note stays pending for another replica",
+                note=f"stopped in {seconds} s; the note {outcome}",
             )
         )
     finally:
