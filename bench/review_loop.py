@@ -80,11 +80,9 @@ def code_and_review(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     """Steps 1 and 2, in this process: the app under a TestClient (real HTTP semantics)."""
     from fastapi.testclient import TestClient
 
-    from icdcoder.api.app import create_app
-    from icdcoder.api.coding import InProcessCoding
+    from icdcoder.api.app import in_process_app
     from icdcoder.api.keys import create_key, key_ring
     from icdcoder.api.users import create_user
-    from icdcoder.bootstrap import build_pipeline
     from icdcoder.services.retriever.adapters import load_encoder
     from icdcoder.services.segmenter.core import Segmenter
     from icdcoder.shared.pack import open_pack
@@ -98,16 +96,7 @@ def code_and_review(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     key = create_key(store, f"bench-{int(time.time())}")
     user = f"{USER}-{int(time.time())}"
     create_user(store, user, PASSWORD)
-    app = create_app(
-        settings,
-        store=store,
-        coding=InProcessCoding(
-            store, lambda: build_pipeline(settings, opened=opened, progress=None)
-        ),
-        keys=key_ring("", store),
-        pack=opened.pack.id,
-        catalogue=lambda: opened.catalogue,
-    )
+    app = in_process_app(settings, store=store, opened=opened, keys=key_ring("", store))
     stats: dict[str, Any] = {"cases": len(cases), "pack": opened.pack.id}
     with TestClient(app, follow_redirects=False) as client:
         bearer = {"Authorization": f"Bearer {key}"}

@@ -26,11 +26,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from icdcoder.api.app import create_app  # noqa: E402
-from icdcoder.api.coding import InProcessCoding  # noqa: E402
+from icdcoder.api.app import in_process_app  # noqa: E402
 from icdcoder.api.keys import create_key, key_ring  # noqa: E402
 from icdcoder.api.users import create_user  # noqa: E402
-from icdcoder.bootstrap import build_pipeline  # noqa: E402
 from icdcoder.shared.pack import open_pack  # noqa: E402
 from icdcoder.shared.settings import Settings, StoreConfig  # noqa: E402
 from icdcoder.shared.store.migrate import open_store  # noqa: E402
@@ -62,16 +60,7 @@ def main() -> int:
     create_user(store, "coder", PASSWORD)
     key = create_key(store, "screenshots")
     opened = open_pack(settings.pack)
-    app = create_app(
-        settings,
-        store=store,
-        coding=InProcessCoding(
-            store, lambda: build_pipeline(settings, opened=opened, progress=None)
-        ),
-        keys=key_ring("", store),
-        pack=opened.pack.id,
-        catalogue=lambda: opened.catalogue,
-    )
+    app = in_process_app(settings, store=store, opened=opened, keys=key_ring("", store))
     examples = sorted((REPO / "examples").glob("*.txt"))
     with serve(app) as base, chromium(1500, 950) as driver:
         for path in examples:

@@ -16,6 +16,7 @@ and sizes, never the note's text; nothing here logs text.
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -29,7 +30,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from icdcoder import __version__
-from icdcoder.api.coding import Coding
+from icdcoder.api.coding import Coding, InProcessCoding
 from icdcoder.api.intake import ApiProblem, NoteRequest, parse_submission
 from icdcoder.api.keys import KeyRing
 from icdcoder.api.limits import BodyLimit
@@ -38,6 +39,7 @@ from icdcoder.api.views import NoteAccepted, NoteView, note_view
 from icdcoder.shared.catalogue import Catalogue, load_catalogue
 from icdcoder.shared.fhir import bundle
 from icdcoder.shared.messages import NoteIn
+from icdcoder.shared.pack import OpenPack
 from icdcoder.shared.settings import Settings
 from icdcoder.shared.store.repository import Store
 
@@ -68,9 +70,12 @@ def create_app(
     keys: KeyRing,
     pack: str,
     auth: bool = True,
-    catalogue: Callable[[], Catalogue] = load_catalogue,
+    catalogue: Callable[[], Catalogue] | None = None,
 ) -> FastAPI:
-    """The API; ``catalogue`` loads the catalogue the review page searches (on first use)."""
+    """The API; ``catalogue`` loads the catalogue the review page searches (on first use;
+    default: the FY2026 catalogue, through the settings' cache folder)."""
+    if catalogue is None:
+        catalogue = partial(load_catalogue, cache_dir=settings.cache_dir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -237,3 +242,20 @@ def create_app(
 
 def _view(stored: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(note_view(stored).model_dump(mode="json"), status_code=status_code)
+
+
+def in_process_app(settings: Settings, *, store: Store, opened: OpenPack, keys: KeyRing) -> FastAPI:
+    """The API coding notes in its own process with one loaded pack, whose catalogue the
+    review page's search shares (scripts and benchmarks that serve a pack they hold)."""
+    from icdcoder.bootstrap import build_pipeline
+
+    return create_app(
+        settings,
+        store=store,
+        coding=InProcessCoding(
+            store, lambda: build_pipeline(settings, opened=opened, progress=None)
+        ),
+        keys=keys,
+        pack=opened.pack.id,
+        catalogue=lambda: opened.catalogue,
+    )
