@@ -196,7 +196,7 @@ def add_review(
         since: Annotated[datetime | None, Query(description="coded at or after")] = None,
         until: Annotated[datetime | None, Query(description="coded before")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> WorklistView:
         found = reviews.worklist(
             status=status,
