@@ -9,7 +9,7 @@ export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup deploy-check
+.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup deploy-check default-pack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,13 +62,26 @@ memory: $(MEMORY)
 $(PACK)/manifest.json: $(MEMORY) | install
 	rm -rf $(PACK)
 	$(BIN)/icdcoder pack build --out $(PACK) --name codiesp-train \
-		--description "Alphabetic Index enrichment and the CodiEsp train example memory" \
-		--index-csv $(INDEX_CSV) --memory $(MEMORY)
+		--description "The built-in pack (with its Alphabetic Index) and the CodiEsp train example memory" \
+		--memory $(MEMORY)
 
 pack: $(PACK)/manifest.json
 
 eval: install $(PACK)/manifest.json
 	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev --pack $(PACK)
+
+# The built-in pack's Alphabetic Index texts (icdcoder/packs/default/enrichment.tsv.gz), derived
+# from the CMS files: the FY2025 index (flattened CSV; its FY2026 XML is not in ../shared) and the
+# FY2026 neoplasm table (CMS XML). Codes checked against the installed tabular list.
+NEOPLASM_XML ?= $(SHARED)/data/icd10cm-index/icd10cm-neoplasm-April-1-2026-XML.xml
+DEFAULT_PACK_TMP := $(HOME)/.cache/icdcoder/packs/.default-pack
+default-pack: install
+	rm -rf $(DEFAULT_PACK_TMP)
+	$(BIN)/icdcoder pack build --out $(DEFAULT_PACK_TMP) --name builtin \
+		--description "ICD-10-CM FY2026 descriptions and inclusion terms, Alphabetic Index term paths; all-MiniLM-L6-v2; verifier weights fitted on CodiEsp train (English)" \
+		--index $(INDEX_CSV) --index $(NEOPLASM_XML)
+	cp $(DEFAULT_PACK_TMP)/enrichment.tsv.gz $(DEFAULT_PACK_TMP)/manifest.json icdcoder/packs/default/
+	rm -rf $(DEFAULT_PACK_TMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -47,7 +47,9 @@ def main() -> None:
     config = RetrieverConfig(
         encoder=args.encoder, device=args.device, batch_size=args.batch_size, threads=0
     )
-    encoder = load_encoder(load_pack(settings.pack), config, settings.cache_dir)
+    encoder = load_encoder(
+        load_pack(settings.pack, index=settings.alphabetic_index), config, settings.cache_dir
+    )
     encoder.encode(texts[:1000])  # warm-up
     started = time.perf_counter()
     vectors = encoder.encode(texts)

@@ -59,7 +59,7 @@ class Loaded:
 
 def load(split: str, pack: Path | None, limit: int | None) -> Loaded:
     settings = Settings()
-    opened = open_pack(pack or settings.pack)
+    opened = open_pack(pack or settings.pack, index=settings.alphabetic_index)
     corpus = CodiEspCorpus(DATA, split)
     coded_cases = list(corpus.cases())
     data = retrieve_corpus(

@@ -91,7 +91,7 @@ def code_and_review(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
 
     settings = Settings().with_section(store=StoreConfig(url=store_url))
     store = open_store(settings.store)
-    opened = open_pack(settings.pack)
+    opened = open_pack(settings.pack, index=settings.alphabetic_index)
     cases = read_split(args.data, "train", lang="en", limit=args.cases)
     key = create_key(store, f"bench-{int(time.time())}")
     user = f"{USER}-{int(time.time())}"

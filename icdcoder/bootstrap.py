@@ -126,7 +126,12 @@ def build_pipeline(
 ) -> Pipeline:
     """Every stage from ``settings`` (read from the environment when None) and one pack."""
     settings = settings or Settings()
-    opened = opened or open_pack(settings.pack, catalogue=catalogue, cache_dir=settings.cache_dir)
+    opened = opened or open_pack(
+        settings.pack,
+        catalogue=catalogue,
+        cache_dir=settings.cache_dir,
+        index=settings.alphabetic_index,
+    )
     notes = opened.memory.notes if opened.memory else ()
     weights = VerifierWeights.read(opened.pack.weights_path)
     return Pipeline(

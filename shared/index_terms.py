@@ -3,7 +3,17 @@
 Coders look a condition up in the Alphabetic Index (main term, then modifiers) before checking
 the Tabular List; its term paths ("Hypertension, cardiorenal, with heart failure" -> I13.0) are
 the words notes use far more often than the tabular descriptions. A pack keeps them as its
-enrichment (:mod:`icdcoder.shared.pack`); this module reads them from the CMS files.
+enrichment (:mod:`icdcoder.shared.pack`); the built-in pack ships them (``make default-pack``
+derives its file). This module reads the files CMS publishes each fiscal year, in either form:
+
+- the official XML (``icd10cm-index-*.xml``, ``icd10cm-eindex-*.xml``: ``mainTerm``/``term``
+  elements with ``title`` and ``code``; the neoplasm and drug tables' ``cell`` columns named by
+  their ``indexHeading``);
+- the flattened CSV (``RowID,Letter,Level,Term,...,Code``; the tables with one column per
+  heading, e.g. ``MalignantPrimary``).
+
+A table cell becomes the term path with its column ("Neoplasm, lung, malignant primary").
+Nonessential modifiers (in parentheses) are left out of the path, as the CSV does.
 
 Codes are checked against the catalogue: a code ending in ``-`` (incomplete) or one the tabular
 list of this fiscal year does not have maps to its longest valid prefix, a 7th-character code
@@ -13,7 +23,9 @@ to the code it extends (``mapped``); what has no valid prefix is dropped (``drop
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +68,29 @@ def read_index_csv(path: Path, catalogue: Catalogue) -> IndexTerms:
     return index_terms(csv_paths(path), catalogue, source=path.name)
 
 
+def read_index(paths: Sequence[Path], catalogue: Catalogue) -> IndexTerms:
+    """Term paths from index files, XML or CSV, index or table (told apart by their content),
+    merged in the order given; ``source`` names each file."""
+    if not paths:
+        raise CatalogueError("no alphabetic index file given")
+    pairs: list[tuple[str, str]] = []
+    for path in paths:
+        if not path.is_file():
+            raise CatalogueError(f"alphabetic index not found: {path}")
+        reader = xml_paths if path.suffix.lower() == ".xml" else any_csv_paths
+        pairs.extend(reader(path))
+    return index_terms(pairs, catalogue, source=" + ".join(p.name for p in paths))
+
+
+def any_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
+    """A flattened CSV: the index (a ``Code`` column) or a table (one column per heading)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    if "Code" in header:
+        return csv_paths(path)
+    return table_csv_paths(path)
+
+
 def csv_paths(path: Path) -> Iterator[tuple[str, str]]:
     """``(term path, code)`` for each coded row: ``Level`` is the depth under the main term, so
     a row's path is the terms of the rows above it at lower levels."""
@@ -71,6 +106,89 @@ def csv_paths(path: Path) -> Iterator[tuple[str, str]]:
             stack.append(term)
             if row.get("Code"):
                 yield ", ".join(stack), row["Code"].strip()
+
+
+#: CSV table columns that are not headings.
+_TABLE_META = {"RowID", "Letter", "Level", "Term", "See", "SeeAlso", "NonEssModif"}
+
+
+def table_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
+    """A flattened table (neoplasms, drugs): each coded cell as ``path, heading``."""
+    stack: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c for c in reader.fieldnames or () if c not in _TABLE_META]
+        if "Term" not in (reader.fieldnames or ()) or not columns:
+            raise CatalogueError(f"{path}: not a flattened ICD-10-CM index or table CSV")
+        headings = {c: _split_camel(c) for c in columns}
+        for row in reader:
+            try:
+                level = int(row["Level"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CatalogueError(f"{path}: not a flattened ICD-10-CM table CSV") from exc
+            del stack[level:]
+            stack.append(" ".join(row["Term"].split()))
+            for column in columns:
+                code = (row.get(column) or "").strip()
+                if _is_code(code):
+                    yield f"{', '.join(stack)}, {headings[column]}", code
+
+
+def xml_paths(path: Path) -> Iterator[tuple[str, str]]:
+    """The CMS XML of the index (``code`` under a term) or of a table (``cell`` columns)."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise CatalogueError(f"{path}: not XML ({exc})") from None
+    if root.tag != "ICD10CM.index":
+        raise CatalogueError(f"{path}: not an ICD-10-CM index (root <{root.tag}>)")
+    headings = {
+        head.get("col", ""): " ".join((head.text or "").split()).lower()
+        for head in root.iterfind("indexHeading/head")
+    }
+    for letter in root.iterfind("letter"):
+        for main in letter.iterfind("mainTerm"):
+            yield from _xml_term(main, [], headings)
+
+
+def _xml_term(
+    element: ET.Element, above: list[str], headings: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    title = element.find("title")
+    path = [*above, _title_text(title) if title is not None else ""]
+    joined = ", ".join(part for part in path if part)
+    for code_element in element.iterfind("code"):
+        code = (code_element.text or "").strip()
+        if _is_code(code):
+            yield joined, code
+    for cell in element.iterfind("cell"):
+        value = (cell.text or "").strip()
+        if _is_code(value):
+            yield f"{joined}, {headings.get(cell.get('col', ''), '')}".rstrip(", "), value
+    for child in element.iterfind("term"):
+        yield from _xml_term(child, path, headings)
+
+
+def _title_text(title: ET.Element) -> str:
+    """A term's words without its nonessential modifiers (``nemod``), as the CSV gives them."""
+    parts = [title.text or ""]
+    for child in title:
+        if child.tag != "nemod":
+            parts.append(child.text or "")
+        parts.append(child.tail or "")
+    return " ".join("".join(parts).split())
+
+
+_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z-]{0,4})?-?$")
+
+
+def _is_code(raw: str) -> bool:
+    return bool(_CODE.match(raw))
+
+
+def _split_camel(name: str) -> str:
+    """``MalignantPrimary`` -> ``malignant primary`` (a CSV table column as its heading)."""
+    return " ".join(re.findall(r"[A-Z][a-z]*|[a-z]+", name)).lower()
 
 
 def resolve_index_code(raw: str, catalogue: Catalogue) -> str | None:

@@ -217,11 +217,17 @@ def read_manifest(root: Path) -> Manifest:
         raise PackError(f"{path}: {describe_validation(exc)}") from None
 
 
-def load_pack(root: Path | None = None, *, verify: bool = True) -> Pack:
+def load_pack(root: Path | None = None, *, verify: bool = True, index: bool = True) -> Pack:
     """The pack at ``root`` (the built-in pack when None), its files checked against the
-    manifest's hashes so a pack edited by hand is refused rather than half-used."""
+    manifest's hashes so a pack edited by hand is refused rather than half-used.
+
+    ``index=False`` (``--no-index``, ``ICDCODER_ALPHABETIC_INDEX=false``) leaves the Alphabetic
+    Index enrichment out: the pack's id changes with it, so stages that disagree on it refuse
+    each other's messages."""
     folder = BUILTIN if root is None else root
     manifest = read_manifest(folder)
+    if not index and manifest.enrichment is not None:
+        manifest = manifest.model_copy(update={"enrichment": None})
     pack = Pack(folder, manifest)
     files = [manifest.weights, manifest.enrichment, manifest.memory]
     for entry in files:
@@ -260,16 +266,18 @@ def open_pack(
     *,
     catalogue: Catalogue | None = None,
     cache_dir: Path | None = None,
+    index: bool = True,
 ) -> OpenPack:
     """Load the pack (built-in when None), the catalogue with its enrichment, and its memory.
 
     ``catalogue`` skips loading one (tests, or a caller that holds one already); it must carry
-    the pack's enrichment. ``cache_dir`` keeps the parsed catalogue there (start-up).
+    the pack's enrichment. ``cache_dir`` keeps the parsed catalogue there (start-up). ``index``
+    as for :func:`load_pack`.
     """
     from icdcoder.shared.catalogue import load_catalogue
     from icdcoder.shared.memory import load_memory
 
-    pack = load_pack(root)
+    pack = load_pack(root, index=index)
     catalogue = catalogue or load_catalogue(pack.enrichment, cache_dir=cache_dir)
     check_catalogue(pack, catalogue.version)
     memory = load_memory(pack.memory_path, catalogue) if pack.memory_path else None

@@ -80,6 +80,12 @@ class RetrieverConfig(Section):
         ge=0,
         description="CPU threads for the encoder and search (0: all); one per CPU requested",
     )
+    lexical: bool = Field(
+        default=True,
+        description="also search the catalogue texts by their words (BM25), fused with the "
+        "vectors' ranking",
+    )
+    lexical_k: int = Field(default=10, gt=0, le=200, description="lexical rows per query")
     memory_neighbours: int = Field(
         default=10, gt=0, le=100, description="with a memory: nearest examples that vote per span"
     )
@@ -234,6 +240,11 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="where vector indexes are cached"
+    )
+    alphabetic_index: bool = Field(
+        default=True,
+        description="retrieve over the pack's Alphabetic Index term paths too (false: "
+        "descriptions and inclusion terms only)",
     )
     segmenter: SegmenterConfig = SegmenterConfig()
     retriever: RetrieverConfig = RetrieverConfig()

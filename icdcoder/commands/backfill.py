@@ -117,7 +117,9 @@ async def _run(
                 store,
                 publish,
                 max_chars=max_chars,
-                pack=load_pack(settings.pack).id,  # the workers' pack: the same ICDCODER_PACK
+                pack=load_pack(
+                    settings.pack, index=settings.alphabetic_index
+                ).id,  # the workers' pack: the same ICDCODER_PACK
                 max_in_flight=args.max_in_flight,
                 progress=progress,
             ).run(rows)
@@ -129,7 +131,7 @@ async def _run(
     backfill = Backfill(
         store,
         lambda: build_pipeline(settings, progress=None),
-        pack=load_pack(settings.pack).id,
+        pack=load_pack(settings.pack, index=settings.alphabetic_index).id,
         max_chars=max_chars,
         batch=args.batch,
         progress=progress,

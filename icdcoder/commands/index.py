@@ -27,7 +27,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     started = time.perf_counter()
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     encoder = load_encoder(opened.pack, settings.retriever, settings.cache_dir)
     bundle = catalogue_index(
         opened.pack,

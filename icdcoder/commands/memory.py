@@ -56,7 +56,7 @@ def run_codiesp(args: argparse.Namespace) -> int:
         return fail(f"refusing to learn from {args.split!r}: results are reported on it")
     settings = load_settings(args)
     started = time.perf_counter()
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     try:
         examples, stats = build_examples(
             args.data,

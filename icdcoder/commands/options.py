@@ -26,6 +26,11 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--top-k", type=positive_int, help="candidates per span (default 20)")
     group.add_argument("--cache-dir", type=Path, help="where vector indexes are cached")
+    group.add_argument(
+        "--no-index",
+        action="store_true",
+        help="leave the pack's Alphabetic Index term paths out (ICDCODER_ALPHABETIC_INDEX)",
+    )
     group.add_argument("--verifier", choices=["similarity", "vllm"], help="verifier backend")
 
 
@@ -54,6 +59,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         update["pack"] = args.pack
     if getattr(args, "cache_dir", None) is not None:
         update["cache_dir"] = args.cache_dir
+    if getattr(args, "no_index", False):
+        update["alphabetic_index"] = False
     if getattr(args, "top_k", None) is not None:
         update["retriever"] = settings.retriever.model_copy(update={"top_k": args.top_k})
     if getattr(args, "verifier", None) is not None:

@@ -31,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("--from", dest="base", type=Path, help="base pack (default: built in)")
     enrich = build.add_mutually_exclusive_group()
     enrich.add_argument(
-        "--index-csv", type=Path, help="ICD-10-CM Alphabetic Index, flattened CSV (term paths)"
+        "--index",
+        "--index-csv",
+        dest="index",
+        type=Path,
+        action="append",
+        help="ICD-10-CM Alphabetic Index file, CMS XML or flattened CSV, the index or its "
+        "neoplasm/drug/external-cause tables (repeat for several; replaces the base's)",
     )
     enrich.add_argument("--no-enrichment", action="store_true", help="drop the base's")
     build.add_argument("--memory", type=Path, help="example memory (JSON lines)")
@@ -51,13 +57,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_build(args: argparse.Namespace) -> int:
     from icdcoder.packs import PackSpec, build_pack
     from icdcoder.shared.catalogue import load_catalogue
-    from icdcoder.shared.index_terms import read_index_csv
+    from icdcoder.shared.index_terms import read_index
     from icdcoder.shared.pack import load_pack
 
     settings = load_settings(args)
     base = load_pack(args.base)
     catalogue = load_catalogue(cache_dir=settings.cache_dir)
-    enrichment = read_index_csv(args.index_csv, catalogue) if args.index_csv else None
+    enrichment = read_index(args.index, catalogue) if args.index else None
     spec = PackSpec(
         name=args.name,
         description=args.description,

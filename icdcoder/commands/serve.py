@@ -67,7 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
     keys = key_ring(settings.api.keys.get_secret_value(), store)
     if keys.empty and not args.no_auth:
         return fail("no API key: create one with `icdcoder api-key create NAME`")
-    pack = load_pack(settings.pack)
+    pack = load_pack(settings.pack, index=settings.alphabetic_index)
     mode = args.mode or settings.api.mode
     coding: Coding
     if mode == "bus":

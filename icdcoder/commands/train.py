@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
     cases = trainable_cases(corpus)  # CorpusError: refused or unreadable, one line
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     try:
         base = read_weights(opened.pack.weights_path)
     except ValueError as exc:

@@ -92,7 +92,12 @@ def _write_files(root: Path, spec: PackSpec, catalogue: Catalogue, base: Pack) -
     provenance = {"base": base.id}
     weights_source = spec.weights or (MEMORY_WEIGHTS if spec.memory else base.weights_path)
     weights = _copy(weights_source, root / "weights.json")
-    provenance["weights"] = str(weights_source.name if spec.weights is None else weights_source)
+    if spec.weights is not None:
+        provenance["weights"] = str(spec.weights)
+    elif spec.memory is not None:
+        provenance["weights"] = MEMORY_WEIGHTS.name
+    else:  # the base's weights, and where they came from
+        provenance["weights"] = base.manifest.provenance.get("weights", base.weights_path.name)
 
     enrichment = None
     if spec.enrichment is not None:

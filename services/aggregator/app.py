@@ -15,7 +15,7 @@ from icdcoder.shared.streams import STAGES
 def load(settings: Settings) -> LoadedStage[VerifiedNote, CodedNote]:
     from icdcoder.services.aggregator.core import Aggregator
 
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     aggregator = Aggregator(opened.catalogue, settings.aggregator)
     return LoadedStage(in_thread(aggregator.aggregate), pack=opened.pack.id)
 

@@ -19,7 +19,7 @@ from icdcoder.shared.streams import STAGES
 def load(settings: Settings) -> LoadedStage[SegmentedNote, RetrievedNote]:
     from icdcoder.services.retriever.adapters import retriever_for
 
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     retriever = retriever_for(opened, settings)
     return LoadedStage(in_thread(retriever.retrieve), pack=opened.pack.id)
 

@@ -30,7 +30,7 @@ def load(settings: Settings) -> LoadedStage[RetrievedNote, VerifiedNote]:
     from icdcoder.services.verifier.backends import make_verifier
     from icdcoder.services.verifier.weights import VerifierWeights
 
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     notes = opened.memory.notes if opened.memory else ()
     weights = VerifierWeights.read(opened.pack.weights_path)
     verifier = make_verifier(settings.verifier, opened.catalogue, weights, notes)

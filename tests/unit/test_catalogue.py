@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from icdcoder.shared.catalogue import Catalogue, CatalogueError, load_catalogue, parse_refs
-from icdcoder.shared.index_terms import read_index_csv, resolve_index_code
+from icdcoder.shared.index_terms import read_index, read_index_csv, resolve_index_code
 from tests.conftest import INDEX_CSV, require
 
 
@@ -123,3 +123,90 @@ def test_the_parsed_catalogue_is_cached_and_read_back(tmp_path: Path, catalogue:
     unwritable = tmp_path / "a-file"
     unwritable.write_text("")
     assert load_catalogue(cache_dir=unwritable).codes == catalogue.codes  # no cache, no error
+
+
+MAIN_INDEX_XML = """<?xml version="1.0" encoding="utf-8"?>
+<ICD10CM.index>
+  <version>2026</version>
+  <title>ICD-10-CM INDEX TO DISEASES and INJURIES</title>
+  <letter><title>F</title>
+    <mainTerm>
+      <title>Fibrillation</title>
+      <term level="1">
+        <title>atrial or auricular<nemod>(established)</nemod></title>
+        <code>I48.91</code>
+        <term level="2"><title>paroxysmal</title><code>I48.0</code></term>
+        <term level="2"><title>permanent</title><see>Fibrillation, atrial, chronic</see></term>
+      </term>
+    </mainTerm>
+  </letter>
+</ICD10CM.index>
+"""
+
+NEOPLASM_XML = """<?xml version="1.0" encoding="utf-8"?>
+<ICD10CM.index>
+  <version>2026</version>
+  <indexHeading>
+    <head col="1">Neoplasm</head><head col="2">Malignant Primary</head>
+    <head col="3">Malignant Secondary</head><head col="4">Ca in situ</head>
+  </indexHeading>
+  <letter><title>N</title>
+    <mainTerm>
+      <title>Neoplasm, neoplastic</title>
+      <term level="1">
+        <title>lung</title>
+        <cell col="2">C34.9-</cell><cell col="3">C78.0-</cell><cell col="4">-</cell>
+      </term>
+    </mainTerm>
+  </letter>
+</ICD10CM.index>
+"""
+
+
+def test_index_xml_term_paths_and_codes(tmp_path: Path, catalogue: Catalogue) -> None:
+    main = tmp_path / "icd10cm-index-2026.xml"
+    main.write_text(MAIN_INDEX_XML)
+    loaded = read_index([main], catalogue)
+    assert loaded.texts["I48.91"] == ("Fibrillation, atrial or auricular",)  # no nemod
+    assert loaded.texts["I48.0"] == ("Fibrillation, atrial or auricular, paroxysmal",)
+    assert len(loaded.texts) == 2  # a "see" cross-reference carries no code
+
+
+def test_index_table_cells_carry_their_heading(tmp_path: Path, catalogue: Catalogue) -> None:
+    table = tmp_path / "neoplasm.xml"
+    table.write_text(NEOPLASM_XML)
+    csv_table = tmp_path / "neoplasms.csv"
+    csv_table.write_text(
+        "RowID,Level,Term,SeeAlso,NonEssModif,MalignantPrimary,MalignantSecondary,CaInSitu\n"
+        '1,0,"Neoplasm, neoplastic",,,C80.1,C79.9,D09.9\n'
+        "2,1,lung,,,C34.9-,C78.0-,-\n"
+    )
+    from_xml = read_index([table], catalogue).texts
+    assert from_xml["C34.9"] == ("Neoplasm, neoplastic, lung, malignant primary",)
+    assert from_xml["C78.0"] == ("Neoplasm, neoplastic, lung, malignant secondary",)
+    from_csv = read_index([csv_table], catalogue)
+    assert from_csv.texts["C34.9"] == from_xml["C34.9"]
+    assert from_csv.texts["C80.1"] == ("Neoplasm, neoplastic, malignant primary",)
+    both = read_index([table, csv_table], catalogue)
+    assert both.source == "neoplasm.xml + neoplasms.csv"
+    assert both.texts["C34.9"] == from_xml["C34.9"]  # the same path once
+
+
+def test_index_xml_refused_when_not_an_index(tmp_path: Path, catalogue: Catalogue) -> None:
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<ICD10CM.index><letter>")
+    with pytest.raises(CatalogueError, match="not XML"):
+        read_index([broken], catalogue)
+    other = tmp_path / "tabular.xml"
+    other.write_text("<ICD10CM.tabular/>")
+    with pytest.raises(CatalogueError, match="not an ICD-10-CM index"):
+        read_index([other], catalogue)
+    with pytest.raises(CatalogueError, match="not found"):
+        read_index([tmp_path / "missing.xml"], catalogue)
+
+
+def test_official_cms_xml_reads(catalogue: Catalogue) -> None:
+    eindex = require(INDEX_CSV.parent / "icd10cm-eindex-April-1-2026-XML.xml")
+    loaded = read_index([eindex], catalogue)
+    assert any(p.startswith("Accident, transport") for p in loaded.texts["V73.9"])
+    assert len(loaded.texts) > 1_000 and loaded.dropped < loaded.mapped + 100
