@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from icdcoder.services.retriever.core import ExampleIndex, IndexRows, Retriever, Vectors
+from icdcoder.services.retriever.core import ExampleIndex, IndexRows, Lexical, Retriever, Vectors
 from icdcoder.services.retriever.encoder import SentenceTransformerEncoder
 from icdcoder.services.retriever.faiss_index import (
     ExactIndex,
@@ -144,6 +144,11 @@ def load_retriever(
     examples = None
     if memory is not None and memory.examples:
         examples = example_index(memory, encoder, cache_dir, config.memory_neighbours)
+    lexical = None
+    if config.lexical:
+        from icdcoder.services.retriever.lexical import LexicalIndex
+
+        lexical = Lexical(LexicalIndex(bundle.rows.texts), bundle.index.reconstruct, config.lexical_k)
     return Retriever(
         encoder,
         bundle.index,
@@ -153,6 +158,7 @@ def load_retriever(
         pack=pack.id,
         top_k=config.top_k,
         memory=examples,
+        lexical=lexical,
     )
 
 
@@ -181,9 +187,10 @@ def catalogue_index(
 
 def runtime(config: RetrieverConfig) -> str:
     """What, besides the pack, the retrieved candidates depend on: the query encoder, the
-    catalogue's precision and the index kind."""
+    catalogue's precision, the index kind and the lexical side."""
     catalogue = "torch" if config.catalogue_precision == "full" else encoder_kind(config)
-    return f"{encoder_kind(config)}/{catalogue}/{index_kind(config)}"
+    lexical = f"/bm25-{config.lexical_k}" if config.lexical else ""
+    return f"{encoder_kind(config)}/{catalogue}/{index_kind(config)}{lexical}"
 
 
 def retriever_for(

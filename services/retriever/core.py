@@ -6,6 +6,11 @@ best score and the text that matched. Spans flagged *family* or *historical* are
 as "family history of ..." / "personal history of ...", so the Z80-Z87 history codes that
 describe exactly that context are among the candidates.
 
+With a lexical index (BM25, :mod:`~icdcoder.services.retriever.lexical`), each query is also
+searched by its words: the codes of both rankings are fused (reciprocal rank fusion, an exact
+phrase match first) before the top ``k`` are kept, and a code only the words found gets its
+row's cosine similarity, so every candidate's ``score`` means the same thing.
+
 With an example memory (confirmed span -> code examples, ``shared/memory.py``), each span is
 also searched against the examples: a code carried by its nearest examples gets their
 similarity and vote count, and joins the candidates if the catalogue search missed it.
@@ -14,13 +19,14 @@ similarity and vote count, and joins the candidates if the catalogue search miss
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from icdcoder.services.retriever.lexical import fuse
 from icdcoder.shared.cancel import checkpoint
 from icdcoder.shared.context import query_texts
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
@@ -43,6 +49,36 @@ class VectorIndex(Protocol):
     def search(self, queries: Vectors, k: int) -> tuple[Vectors, npt.NDArray[np.int64]]:
         """Inner-product scores and row ids of the ``k`` nearest rows per query (-1: none)."""
         ...
+
+
+class LexicalSearch(Protocol):
+    def search(self, queries: Sequence[str], k: int) -> list[list[int]]:
+        """Each query's rows by their words, best first (exact phrase matches first)."""
+        ...
+
+    def is_exact(self, row: int, query: str) -> bool:
+        """Whether the row's words are exactly the query's."""
+        ...
+
+
+@dataclass(frozen=True)
+class Lexical:
+    """The lexical side of retrieval: its index, and the dense vectors of given rows (the
+    cosine of a code only the words found)."""
+
+    index: LexicalSearch
+    vectors: Callable[[Sequence[int]], Vectors]
+    #: Rows per query taken from the lexical ranking.
+    k: int = 10
+
+
+@dataclass
+class _Found:
+    """One span's codes so far: best cosine and its row; best lexical rank; exact matches."""
+
+    dense: dict[str, tuple[float, int]]
+    lexical: dict[str, int]
+    exact: set[str]
 
 
 @dataclass(frozen=True)
@@ -133,6 +169,7 @@ class Retriever:
         pack: str = "",
         top_k: int = 20,
         memory: ExampleIndex | None = None,
+        lexical: Lexical | None = None,
     ) -> None:
         self._encoder = encoder
         self._index = index
@@ -142,6 +179,7 @@ class Retriever:
         self.pack = pack
         self.top_k = top_k
         self.memory = memory
+        self.lexical = lexical
 
     def retrieve(self, note: SegmentedNote) -> RetrievedNote:
         return self.retrieve_many([note])[0]
@@ -162,16 +200,16 @@ class Retriever:
                     queries.append(text)
                     owner.append((n, i))
             first_query.append(firsts)
-        # per note, per span: code -> (best score, its row); Candidates made for the top k only
-        found: list[list[dict[str, tuple[float, int]]]] = [
-            [{} for _ in note.spans] for note in notes
-        ]
+        # per note, per span: what was found; Candidates made for the top k only
+        found = [[_Found({}, {}, set()) for _ in note.spans] for note in notes]
         vectors = self._encode(queries) if queries else None
         if vectors is not None:
             checkpoint()
             scores, ids = self._index.search(vectors, self.top_k * OVERFETCH)
             for q, (n, i) in enumerate(owner):
-                self._collect(found[n][i], scores[q], ids[q])
+                self._collect(found[n][i].dense, scores[q], ids[q])
+            if self.lexical is not None:
+                self._collect_lexical(self.lexical, queries, vectors, owner, found)
         elapsed = time.perf_counter() - started
         per_note = [0] * len(notes)
         for n, _ in owner:
@@ -218,6 +256,36 @@ class Retriever:
             if best is None or score > best[0]:
                 found[code] = (score, row)
 
+    def _collect_lexical(
+        self,
+        lexical: Lexical,
+        queries: Sequence[str],
+        vectors: Vectors,
+        owner: Sequence[tuple[int, int]],
+        found: list[list[_Found]],
+    ) -> None:
+        """The lexical ranking of each query into its span's :class:`_Found`; each row's
+        cosine joins the dense side (a code the words alone found gets a real ``score``)."""
+        hits = lexical.index.search(queries, lexical.k)
+        rows = sorted({row for items in hits for row in items})
+        if not rows:
+            return
+        position = {row: p for p, row in enumerate(rows)}
+        cosines = vectors @ lexical.vectors(rows).T  # queries x rows
+        codes = self._rows.codes
+        for q, (n, i) in enumerate(owner):
+            span = found[n][i]
+            for rank, row in enumerate(hits[q]):
+                code = codes[row]
+                score = float(cosines[q, position[row]])
+                best = span.dense.get(code)
+                if best is None or score > best[0]:
+                    span.dense[code] = (score, row)
+                if rank < span.lexical.get(code, rank + 1):
+                    span.lexical[code] = rank
+                if lexical.index.is_exact(row, queries[q]):
+                    span.exact.add(code)
+
     def _with_memory(
         self, items: list[SpanCandidates], vectors: Vectors, memory: ExampleIndex
     ) -> list[SpanCandidates]:
@@ -235,14 +303,23 @@ class Retriever:
             for i, item in enumerate(items)
         ]
 
-    def _ranked(self, found: dict[str, tuple[float, int]]) -> list[Candidate]:
-        ranked = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))
-        return [
-            Candidate(
-                code=code,
-                description=self._descriptions[code],
-                score=round(float(score), 6),
-                matched=self._rows.texts[row],
+    def _ranked(self, found: _Found) -> list[Candidate]:
+        """The top ``k`` codes: by cosine, or fused with the lexical ranking when there is one."""
+        by_score = sorted(found.dense.items(), key=lambda item: (-item[1][0], item[0]))
+        if found.lexical or found.exact:
+            dense_rank = {code: rank for rank, (code, _) in enumerate(by_score)}
+            order = fuse(dense_rank, found.lexical, found.exact)
+        else:
+            order = [code for code, _ in by_score]
+        out = []
+        for code in order[: self.top_k]:
+            score, row = found.dense[code]
+            out.append(
+                Candidate(
+                    code=code,
+                    description=self._descriptions[code],
+                    score=round(float(score), 6),
+                    matched=self._rows.texts[row],
+                )
             )
-            for code, (score, row) in ranked[: self.top_k]
-        ]
+        return out

@@ -10,6 +10,7 @@ some CPUs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ def set_search_threads(threads: int) -> None:
 class FaissIndex:
     def __init__(self, index: Any, *, ef_search: int = 256) -> None:
         self._index = index
+        #: The index on the CPU, kept when a copy moves to the GPUs (row vectors read here).
+        self._cpu = index
         self.on_gpu = False
         hnsw = getattr(index, "hnsw", None)
         if hnsw is not None:
@@ -99,6 +102,11 @@ class FaissIndex:
             self.on_gpu = True
         except Exception as exc:  # no usable GPU: stay on the CPU
             log.warning("faiss_gpu_unavailable", error=type(exc).__name__)
+
+    def reconstruct(self, ids: Sequence[int]) -> Vectors:
+        """The stored vectors of rows ``ids`` (flat and HNSW-flat keep them exactly)."""
+        rows = np.asarray(ids, dtype=np.int64)
+        return np.asarray(self._cpu.reconstruct_batch(rows), dtype=np.float32)
 
     def search(self, queries: Vectors, k: int) -> tuple[Vectors, npt.NDArray[np.int64]]:
         k = min(k, self.size)

@@ -1,4 +1,10 @@
-from icdcoder.services.retriever.core import IndexRows, Retriever
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from icdcoder.services.retriever.core import IndexRows, Lexical, Retriever
+from icdcoder.services.retriever.lexical import LexicalIndex, fuse, phrase_key
 from icdcoder.shared.context import query_texts
 from icdcoder.shared.messages import SegmentedNote
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
@@ -91,3 +97,96 @@ def test_notes_retrieved_together_get_what_each_gets_alone() -> None:
         assert batched.timings["retriever"] >= 0
     assert together[1].items == []
     assert together[3].items[0].candidates[0].code == "J18.9"
+
+
+class _Words:
+    """A lexical index by shared words (the behaviour :class:`LexicalIndex` has, no BM25)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.keys = [phrase_key(t) for t in texts]
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[int]]:
+        out = []
+        for query in queries:
+            words = set(phrase_key(query).split())
+            shared = [(len(words & set(key.split())), row) for row, key in enumerate(self.keys)]
+            ranked = sorted((-n, row) for n, row in shared if n)
+            exact = [row for _, row in ranked if self.keys[row] == phrase_key(query)]
+            out.append(exact + [row for _, row in ranked if row not in exact][: k - len(exact)])
+        return out
+
+    def is_exact(self, row: int, query: str) -> bool:
+        return self.keys[row] == phrase_key(query)
+
+
+class _OneRow:
+    """A dense index that only ever finds row 5 (pneumonia): what the words add shows."""
+
+    def __init__(self, vectors: npt.NDArray[np.float32]) -> None:
+        self.vectors = vectors
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        scores = (queries @ self.vectors[5:6].T).astype(np.float32)
+        return scores, np.full((len(queries), 1), 5, dtype=np.int64)
+
+
+def test_lexical_fusion_adds_word_matches_with_their_cosine() -> None:
+    encoder = HashingEncoder()
+    vectors = encoder.encode(ROWS.texts)
+    lexical = Lexical(_Words(list(ROWS.texts)), lambda rows: vectors[list(rows)], k=3)
+    text = "Essential hypertension."
+    note = SegmentedNote(note_id="n", text=text, spans=[make_span("Essential hypertension", text)])
+    dense = Retriever(encoder, _OneRow(vectors), ROWS, DESCRIPTIONS, catalogue_version="t")
+    fused = Retriever(
+        encoder, _OneRow(vectors), ROWS, DESCRIPTIONS, catalogue_version="t", lexical=lexical
+    )
+    assert [c.code for c in dense.retrieve(note).items[0].candidates] == ["J18.9"]
+    both = fused.retrieve(note).items[0].candidates
+    assert both[0].code == "I10" and {c.code for c in both} == {"I10", "J18.9"}
+    # the word match's score is its row's cosine, as the dense side would have given it
+    expected = float(encoder.encode(["Essential hypertension"])[0] @ vectors[2])
+    assert abs(both[0].score - round(expected, 6)) < 1e-6
+    assert both[0].matched == "Essential (primary) hypertension"
+
+
+def test_exact_phrase_ranks_first() -> None:
+    encoder = HashingEncoder()
+    vectors = encoder.encode(ROWS.texts)
+    lexical = Lexical(_Words(list(ROWS.texts)), lambda rows: vectors[list(rows)], k=5)
+    retriever = Retriever(
+        encoder,
+        NumpyIndex(vectors),
+        ROWS,
+        DESCRIPTIONS,
+        catalogue_version="t",
+        top_k=3,
+        lexical=lexical,
+    )
+    text = "Malignant neoplasm of breast."
+    span = make_span("Malignant neoplasm of breast", text)
+    out = retriever.retrieve(SegmentedNote(note_id="n", text=text, spans=[span]))
+    assert out.items[0].candidates[0].code == "C50.919"
+
+
+def test_fuse_orders_by_reciprocal_rank() -> None:
+    # A second in both rankings beats a first in one only; an exact match beats both.
+    assert fuse({"A": 0, "B": 1}, {"B": 1, "C": 0}, set()) == ["B", "A", "C"]
+    assert fuse({"A": 0, "B": 1}, {"B": 1, "C": 0}, {"C"})[0] == "C"
+    assert fuse({"A": 0, "B": 1}, {}, set()) == ["A", "B"]
+
+
+def test_bm25_lexical_index_on_real_words() -> None:
+    texts = [
+        "Type 2 diabetes mellitus without complications",
+        "Type 1 diabetes mellitus without complications",
+        "Paroxysmal atrial fibrillation",
+        "Fibrillation, atrial or auricular, paroxysmal",
+    ]
+    index = LexicalIndex(texts)
+    found = index.search(["type 2 diabetes", "atrial fibrillation paroxysmal", "zzqx"], k=4)
+    assert found[0][0] == 0  # "2" is a word: type 2 above type 1
+    assert set(found[1][:2]) == {2, 3}  # stems and any word order
+    assert found[2] == []  # nothing shared: nothing found
+    assert index.search(["Paroxysmal  atrial fibrillation."], k=4)[0][0] == 2  # exact first
