@@ -148,7 +148,9 @@ def load_retriever(
     if config.lexical:
         from icdcoder.services.retriever.lexical import LexicalIndex
 
-        lexical = Lexical(LexicalIndex(bundle.rows.texts), bundle.index.reconstruct, config.lexical_k)
+        lexical = Lexical(
+            LexicalIndex(bundle.rows.texts), bundle.index.reconstruct, config.lexical_k
+        )
     return Retriever(
         encoder,
         bundle.index,

@@ -7,9 +7,10 @@ as "family history of ..." / "personal history of ...", so the Z80-Z87 history c
 describe exactly that context are among the candidates.
 
 With a lexical index (BM25, :mod:`~icdcoder.services.retriever.lexical`), each query is also
-searched by its words: the codes of both rankings are fused (reciprocal rank fusion, an exact
-phrase match first) before the top ``k`` are kept, and a code only the words found gets its
-row's cosine similarity, so every candidate's ``score`` means the same thing.
+searched by its words: the rows the words find join the vector index's with their exact cosine
+similarity (rows the approximate HNSW search passed over), so every candidate's ``score`` means
+the same thing, and a code whose text is exactly the span's words ranks first. Reciprocal rank
+fusion of the two rankings was measured and not kept (docs/accuracy.md).
 
 With an example memory (confirmed span -> code examples, ``shared/memory.py``), each span is
 also searched against the examples: a code carried by its nearest examples gets their
@@ -26,7 +27,6 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from icdcoder.services.retriever.lexical import fuse
 from icdcoder.shared.cancel import checkpoint
 from icdcoder.shared.context import query_texts
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
@@ -74,10 +74,9 @@ class Lexical:
 
 @dataclass
 class _Found:
-    """One span's codes so far: best cosine and its row; best lexical rank; exact matches."""
+    """One span's codes so far: best cosine and its row; codes whose text is the span's words."""
 
     dense: dict[str, tuple[float, int]]
-    lexical: dict[str, int]
     exact: set[str]
 
 
@@ -201,7 +200,7 @@ class Retriever:
                     owner.append((n, i))
             first_query.append(firsts)
         # per note, per span: what was found; Candidates made for the top k only
-        found = [[_Found({}, {}, set()) for _ in note.spans] for note in notes]
+        found = [[_Found({}, set()) for _ in note.spans] for note in notes]
         vectors = self._encode(queries) if queries else None
         if vectors is not None:
             checkpoint()
@@ -264,8 +263,8 @@ class Retriever:
         owner: Sequence[tuple[int, int]],
         found: list[list[_Found]],
     ) -> None:
-        """The lexical ranking of each query into its span's :class:`_Found`; each row's
-        cosine joins the dense side (a code the words alone found gets a real ``score``)."""
+        """The rows each query's words find, with their cosine, into its span's :class:`_Found`
+        (a code the words alone found gets a real ``score``)."""
         hits = lexical.index.search(queries, lexical.k)
         rows = sorted({row for items in hits for row in items})
         if not rows:
@@ -275,14 +274,12 @@ class Retriever:
         codes = self._rows.codes
         for q, (n, i) in enumerate(owner):
             span = found[n][i]
-            for rank, row in enumerate(hits[q]):
+            for row in hits[q]:
                 code = codes[row]
                 score = float(cosines[q, position[row]])
                 best = span.dense.get(code)
                 if best is None or score > best[0]:
                     span.dense[code] = (score, row)
-                if rank < span.lexical.get(code, rank + 1):
-                    span.lexical[code] = rank
                 if lexical.index.is_exact(row, queries[q]):
                     span.exact.add(code)
 
@@ -304,22 +301,16 @@ class Retriever:
         ]
 
     def _ranked(self, found: _Found) -> list[Candidate]:
-        """The top ``k`` codes: by cosine, or fused with the lexical ranking when there is one."""
-        by_score = sorted(found.dense.items(), key=lambda item: (-item[1][0], item[0]))
-        if found.lexical or found.exact:
-            dense_rank = {code: rank for rank, (code, _) in enumerate(by_score)}
-            order = fuse(dense_rank, found.lexical, found.exact)
-        else:
-            order = [code for code, _ in by_score]
-        out = []
-        for code in order[: self.top_k]:
-            score, row = found.dense[code]
-            out.append(
-                Candidate(
-                    code=code,
-                    description=self._descriptions[code],
-                    score=round(float(score), 6),
-                    matched=self._rows.texts[row],
-                )
+        """The top ``k`` codes by cosine, a code whose text is exactly the span's first."""
+        ranked = sorted(
+            found.dense.items(), key=lambda item: (item[0] not in found.exact, -item[1][0], item[0])
+        )
+        return [
+            Candidate(
+                code=code,
+                description=self._descriptions[code],
+                score=round(float(score), 6),
+                matched=self._rows.texts[row],
             )
-        return out
+            for code, (score, row) in ranked[: self.top_k]
+        ]

@@ -4,21 +4,20 @@ Dense similarity finds paraphrases but can miss the exact term a note uses ("par
 fibrillation" has a row of its own; the embedding of a long span may land nearer a sibling's).
 BM25 over the same rows (descriptions, inclusion terms, Alphabetic Index term paths), English
 stop words removed and words stemmed (PyStemmer, Snowball), finds the rows that share the
-span's words, weighted by how rare each word is in the catalogue. The retriever fuses the two
-rankings (reciprocal rank fusion, :func:`fuse`); a row whose words are exactly the span's ranks
-first. The index is built in memory at start (about 2 s for 130,000 rows on one core).
+span's words, weighted by how rare each word is in the catalogue. The retriever adds those rows
+to the vector index's with their cosine; a row whose words are exactly the span's ranks first.
+The index is built in memory at start (about 2 s for 130,000 rows on one core).
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 #: Single characters count ("type 2", "E. coli"): bm25s's default pattern drops them.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
-#: Reciprocal rank fusion's constant (Cormack et al., 2009): 1 / (K + rank).
-RRF_K = 60
 
 _WORD = re.compile(TOKEN_PATTERN)
 
@@ -35,6 +34,7 @@ class LexicalIndex:
         import bm25s
         import Stemmer
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # a debug line per index built
         self._bm25s = bm25s
         self._stemmer = Stemmer.Stemmer("english")
         tokens = self._tokenize(texts)
@@ -80,21 +80,3 @@ class LexicalIndex:
 
     def is_exact(self, row: int, query: str) -> bool:
         return self._keys[row] == phrase_key(query)
-
-
-def fuse(
-    dense: Mapping[str, int], lexical: Mapping[str, int], exact: set[str], k: int = RRF_K
-) -> list[str]:
-    """Codes ranked by reciprocal rank fusion of their dense and lexical ranks (0-based; a code
-    absent from one ranking gets nothing from it), exact phrase matches first."""
-    codes = set(dense) | set(lexical)
-
-    def fused(code: str) -> float:
-        value = 0.0
-        if code in dense:
-            value += 1.0 / (k + dense[code] + 1)
-        if code in lexical:
-            value += 1.0 / (k + lexical[code] + 1)
-        return value
-
-    return sorted(codes, key=lambda code: (code not in exact, -fused(code), code))

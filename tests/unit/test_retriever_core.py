@@ -4,7 +4,7 @@ import numpy as np
 import numpy.typing as npt
 
 from icdcoder.services.retriever.core import IndexRows, Lexical, Retriever
-from icdcoder.services.retriever.lexical import LexicalIndex, fuse, phrase_key
+from icdcoder.services.retriever.lexical import LexicalIndex, phrase_key
 from icdcoder.shared.context import query_texts
 from icdcoder.shared.messages import SegmentedNote
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
@@ -168,13 +168,6 @@ def test_exact_phrase_ranks_first() -> None:
     span = make_span("Malignant neoplasm of breast", text)
     out = retriever.retrieve(SegmentedNote(note_id="n", text=text, spans=[span]))
     assert out.items[0].candidates[0].code == "C50.919"
-
-
-def test_fuse_orders_by_reciprocal_rank() -> None:
-    # A second in both rankings beats a first in one only; an exact match beats both.
-    assert fuse({"A": 0, "B": 1}, {"B": 1, "C": 0}, set()) == ["B", "A", "C"]
-    assert fuse({"A": 0, "B": 1}, {"B": 1, "C": 0}, {"C"})[0] == "C"
-    assert fuse({"A": 0, "B": 1}, {}, set()) == ["A", "B"]
 
 
 def test_bm25_lexical_index_on_real_words() -> None:
