@@ -94,7 +94,7 @@ def same_system(symptom: str, diagnosis: str) -> bool:
     return system is not None and diagnosis.upper().startswith(system[1])
 
 
-SymptomCriterion = str  # "off" | "system" | "sentence" | "either"
+SymptomCriterion = str  # "off" | "system" | "sentence" | "both" | "either"
 
 
 def explains_symptom(
@@ -105,10 +105,16 @@ def explains_symptom(
     criterion: SymptomCriterion = "system",
 ) -> str | None:
     """Why the accepted ``diagnosis`` may explain the chapter-R ``symptom`` (None when,
-    under the criterion, it does not): same body system, or written in one sentence
-    (``shared_sentence``: some sentence holds evidence of both)."""
+    under the criterion, it does not): same body system, written in one sentence
+    (``shared_sentence``: some sentence holds evidence of both), both, or either."""
     if criterion == "off" or not is_symptom(symptom) or not is_definitive(diagnosis):
         return None
+    if criterion == "both":
+        if not (shared_sentence and same_system(symptom, diagnosis)):
+            return None
+        name = symptom_system(symptom)
+        assert name is not None
+        return f"a {name[0]} symptom in the sentence that states {diagnosis}, of that system"
     if criterion in ("system", "either") and same_system(symptom, diagnosis):
         name = symptom_system(symptom)
         assert name is not None

@@ -153,7 +153,7 @@ class AggregatorConfig(Section):
         default=True,
         description="a code whose title the evidence states word for word is settled first",
     )
-    symptoms: Literal["off", "system", "sentence", "either"] = Field(
+    symptoms: Literal["off", "system", "sentence", "both", "either"] = Field(
         default="system",
         description="accepted R codes to review beside an accepted diagnosis of their body "
         "system (system), in their sentence (sentence), either, or off",

@@ -37,6 +37,10 @@ def test_a_symptom_is_explained_by_a_diagnosis_of_its_system_or_sentence() -> No
         explains_symptom("R06.00", "E11.9", shared_sentence=True, criterion="sentence") is not None
     )
     assert explains_symptom("R06.00", "E11.9", shared_sentence=False, criterion="either") is None
+    # both: of the system and in the sentence
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=False, criterion="both") is None
+    assert explains_symptom("R06.00", "E11.9", shared_sentence=True, criterion="both") is None
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=True, criterion="both") is not None
     # general symptoms (R50-R69) have no system
     assert explains_symptom("R60.9", "I50.23", shared_sentence=False) is None
     # history codes, external causes and other symptoms explain nothing; off is off
