@@ -13,6 +13,9 @@ applies to a note's codes, as pure functions over codes and text.
 - *Injuries* (:func:`trauma_wording`): the injury chapter (S00-T88: injuries, poisonings,
   effects of external causes, complications of care) is for conditions an external cause
   produced; its codes need wording of one ("acute kidney injury" is N17.9, not S37).
+- *A test or procedure is not a diagnosis* (:func:`names_test_or_procedure`): "chest X-ray",
+  "abdominal ultrasound", "bone scintigraphy" name what was done, not what was found; a
+  diagnosis code on such words alone ("chest pain" on "chest X-ray") is a retrieval slip.
 - *"With"* (:func:`combinations`): the guidelines presume a causal link between hypertension
   and heart failure or chronic kidney disease, and between diabetes and chronic kidney disease
   (I.A.15, I.C.9.a, I.C.4.a), so the combination code is proposed when both are coded.
@@ -157,6 +160,28 @@ def trauma_wording(text: str) -> bool:
     """True when the text names an external cause or its result (a fall, a fracture, a
     poisoning, a complication of care), organ "injuries" of disease left aside."""
     return _TRAUMA.search(_NON_TRAUMATIC.sub(" ", text)) is not None
+
+
+# ---------------------------------------------------------------- tests and procedures
+
+_TEST_OR_PROCEDURE = (
+    r"(?:ultrasound|ultrasonography|sonography|echography|x-?rays?|radiographs?|radiography"
+    r"|tomography|ct|scans?|mri|resonance|imaging|echocardiogram|echocardiography"
+    r"|electrocardiogram|ecg|ekg|eeg|emg|angiography|angiogram|biops(?:y|ies)"
+    r"|\w+scopy|\w+graphy|\w+ectomy|\w+otomy|\w+ostomy|\w+plasty|\w+centesis"
+    r"|surgery|operation|resection|excision|puncture|analysis|analytics?|tests?|cultures?"
+    r"|serology|count|levels?|study|studies|examination|exam|assay|smear|staining|profile"
+    r"|panel|urinalysis|sediment)"
+)
+#: Up to three words before a test or procedure noun, and nothing after it.
+_NAMES_TEST = re.compile(rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}\.?$", re.I)
+
+
+def names_test_or_procedure(text: str) -> bool:
+    """True when the text only names a test or procedure ("chest X-ray", "normal brain CT
+    scan", "Lumbar puncture"): at most four words, the last a test or procedure noun. A
+    finding written with it ("X-ray showed a fracture") is more than a name."""
+    return _NAMES_TEST.match(" ".join(text.split())) is not None
 
 
 # ---------------------------------------------------------------- "with"

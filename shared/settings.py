@@ -162,6 +162,10 @@ class AggregatorConfig(Section):
         default=True,
         description="S/T codes whose evidence sentence names no external cause go to review",
     )
+    procedure_names: bool = Field(
+        default=True,
+        description="a code whose evidence only names a test or procedure goes to review",
+    )
     combination_codes: bool = Field(
         default=True,
         description="propose the guidelines' combination code (I10 + I50: I11.0) for review",

@@ -22,7 +22,9 @@ Rules, in order:
      of that category (E11.8 beside E11.9 on "type 2 diabetes"): the guidelines code a
      condition once, at the most specific level the note documents;
    - an injury-chapter code (S00-T88) whose evidence sentences name no external cause, no
-     injury, poisoning or complication of care ("acute kidney injury" is N17.9).
+     injury, poisoning or complication of care ("acute kidney injury" is N17.9);
+   - a code other than a Z code whose evidence only names a test or procedure ("chest pain"
+     on "chest X-ray").
 7. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
@@ -46,6 +48,7 @@ from icdcoder.shared.guidelines import (
     is_definitive,
     is_injury_chapter,
     is_symptom,
+    names_test_or_procedure,
     states_title,
     trauma_wording,
 )
@@ -114,6 +117,7 @@ class Aggregator:
         self._symptoms = config.symptoms
         self._injury_needs_trauma = config.injury_needs_trauma
         self._combination_codes = config.combination_codes
+        self._procedure_names = config.procedure_names
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -335,6 +339,15 @@ class Aggregator:
                     " poisoning or complication of care",
                     "a condition no external cause produced is coded in its body system's chapter",
                 )
+        if (
+            self._procedure_names
+            and not entry.code.startswith("Z")
+            and all(names_test_or_procedure(ev.text) for ev in entry.evidence.values())
+        ):
+            return (
+                "Its evidence only names a test or procedure",
+                "a test or procedure is not a diagnosis; its result may be",
+            )
         accepted = [k for k in kept if k.accepted]
         for k in accepted:
             if self._catalogue.excludes1_conflict(k.code, entry.code):

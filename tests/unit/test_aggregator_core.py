@@ -328,3 +328,30 @@ def test_a_combination_code_is_proposed_for_review(catalogue: Catalogue) -> None
     assert "I11.0" not in {
         c.code for c in run(catalogue, [htn, failure], only_review, text=text).codes
     }
+
+
+def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -> None:
+    text = "Chest X-ray. Chest X-ray showed a pneumonia."
+    xray = make_span("Chest X-ray", text, "s1")
+    result = Span(
+        span_id="s2",
+        start=13,
+        end=44,
+        text=text[13:44],
+        sentence_start=13,
+        sentence_end=44,
+    )
+    verdicts = [
+        verdict("s1", "R07.9", 0.6),
+        verdict("s1", "Z01.89", 0.5),
+        verdict("s2", "J18.9", 0.4),
+    ]
+    out = run(catalogue, [xray, result], verdicts, text=text)
+    assert {c.code: c.decision for c in out.codes} == {
+        "R07.9": "review",  # "chest pain" on "Chest X-ray"
+        "Z01.89": "accept",  # an encounter code may rest on the test
+        "J18.9": "accept",  # a finding written with the test
+    }
+    assert "only names a test or procedure" in out.codes[0].justification
+    off = run(catalogue, [xray, result], verdicts, text=text, procedure_names=False, symptoms="off")
+    assert {c.decision for c in off.codes} == {"accept"}

@@ -4,6 +4,7 @@ from icdcoder.shared.guidelines import (
     combinations,
     explains_symptom,
     is_definitive,
+    names_test_or_procedure,
     states_title,
     title_forms,
     trauma_wording,
@@ -75,3 +76,16 @@ def test_combination_codes_the_guidelines_presume() -> None:
     # one part alone, or the combination already coded: nothing proposed
     assert combinations(["I50.23", "E11.9"]) == []
     assert combinations(["I10", "I50.23"], {"I11.0": object()}) == []
+
+
+def test_a_test_or_procedure_name() -> None:
+    for name in ("chest X-ray", "Abdominal ultrasound", "normal brain CT scan", "Lumbar puncture"):
+        assert names_test_or_procedure(name), name
+    assert names_test_or_procedure("bone  scintigraphy.")
+    for finding in (
+        "chest X-ray showed a left lower lobe infiltrate",  # a result
+        "chest pain",
+        "Acute kidney injury",
+        "the patient then underwent an abdominal ultrasound",  # more than four words before
+    ):
+        assert not names_test_or_procedure(finding), finding
