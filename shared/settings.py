@@ -130,6 +130,11 @@ class VerifierConfig(Section):
     similar_notes: int = Field(
         default=10, ge=0, le=100, description="with a memory: similar coded notes that vote"
     )
+    category_mass: bool = Field(
+        default=True,
+        description="a listed diagnosis: accept its category's best code when the category's "
+        "codes together reach the accept threshold",
+    )
     note_classifier: bool = Field(
         default=True, description="with a memory: learn a note classifier from its coded notes"
     )
@@ -149,6 +154,32 @@ class AggregatorConfig(Section):
     )
     patient_checks: bool = Field(
         default=True, description="codes for the other sex, or pregnancy codes, to review"
+    )
+    stated_title: bool = Field(
+        default=True,
+        description="a code whose title the evidence states word for word is settled first",
+    )
+    symptoms: Literal["off", "system", "sentence", "both", "either"] = Field(
+        default="system",
+        description="accepted R codes to review beside an accepted diagnosis of their body "
+        "system (system), in their sentence (sentence), either, or off",
+    )
+    injury_needs_trauma: bool = Field(
+        default=True,
+        description="S/T codes whose evidence sentence names no external cause go to review",
+    )
+    procedure_names: bool = Field(
+        default=True,
+        description="a code whose evidence only names a test or procedure goes to review",
+    )
+    combination_codes: bool = Field(
+        default=True,
+        description="propose the guidelines' combination code (I10 + I50: I11.0) for review",
+    )
+    shown_review: int = Field(
+        default=5,
+        ge=0,
+        description="review suggestions a table shows beside the accepted codes (results keep all)",
     )
 
 

@@ -20,6 +20,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="note files; - reads stdin")
     parser.add_argument("--format", choices=["json", "table"], default="json")
+    parser.add_argument(
+        "--show-review",
+        type=int,
+        metavar="N",
+        help="table: review suggestions shown beside the accepted codes "
+        "(default ICDCODER_AGGREGATOR__SHOWN_REVIEW; -1: all)",
+    )
     add_pipeline_options(parser)
     parser.set_defaults(handler=run)
 
@@ -32,17 +39,18 @@ def run(args: argparse.Namespace) -> int:
         ]
     except InputError as exc:
         return fail(str(exc))
-    return asyncio.run(_code(notes, args.format, settings))
+    shown = settings.aggregator.shown_review if args.show_review is None else args.show_review
+    return asyncio.run(_code(notes, args.format, settings, None if shown < 0 else shown))
 
 
-async def _code(notes: list[NoteIn], output: str, settings: Settings) -> int:
+async def _code(notes: list[NoteIn], output: str, settings: Settings, shown: int | None) -> int:
     from icdcoder.bootstrap import build_pipeline
 
     pipeline = build_pipeline(settings)
     for note in notes:
         coded = await pipeline.code(note)
         if output == "table":
-            print(table(coded), end="\n\n")
+            print(table(coded, shown), end="\n\n")
         else:
             print(coded.model_dump_json())
     return 0

@@ -10,16 +10,28 @@ Rules, in order:
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
-6. Conflicts, most confident code first; the code in conflict goes to review with the reason,
-   or, when review codes are not kept, is excluded with it:
+6. Conflicts, most confident code first (a code whose title its evidence states word for word,
+   "Type 2 diabetes mellitus without complications", before the others:
+   ``shared/guidelines.py``); the code in conflict goes to review with the reason, or, when
+   review codes are not kept, is excluded with it:
    - a code that does not fit the patient: another sex's organs, or a pregnancy code in a note
      that mentions no pregnancy (``shared/consistency.py``);
    - Excludes1 with a more confident accepted code (both are reported only when the conditions
      are unrelated, which a coder decides);
    - a second code of one category whose evidence all supports a more confident accepted code
      of that category (E11.8 beside E11.9 on "type 2 diabetes"): the guidelines code a
-     condition once, at the most specific level the note documents.
-7. Ranked by confidence.
+     condition once, at the most specific level the note documents;
+   - an injury-chapter code (S00-T88) whose evidence sentences name no external cause, no
+     injury, poisoning or complication of care ("acute kidney injury" is N17.9);
+   - a code other than a Z code whose evidence only names a test or procedure ("chest pain"
+     on "chest X-ray").
+7. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
+   accepted definitive diagnosis that may explain it: of its block's body system, or stated in
+   one of its sentences, as ``symptoms`` says.
+8. "With": the combination code the guidelines presume from accepted codes (I10 and I50.-:
+   I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
+   lowest of their confidences.
+9. Ranked by confidence.
 """
 
 from __future__ import annotations
@@ -30,6 +42,16 @@ from dataclasses import dataclass, field
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.consistency import NoteFacts, inconsistency, read_facts
 from icdcoder.shared.context import context_reason
+from icdcoder.shared.guidelines import (
+    combinations,
+    explains_symptom,
+    is_definitive,
+    is_injury_chapter,
+    is_symptom,
+    names_test_or_procedure,
+    states_title,
+    trauma_wording,
+)
 from icdcoder.shared.messages import (
     CodedNote,
     CodeResult,
@@ -91,6 +113,11 @@ class Aggregator:
         self._combine = config.combine
         self._one_per_category = config.one_code_per_category
         self._patient_checks = config.patient_checks
+        self._stated_title = config.stated_title
+        self._symptoms = config.symptoms
+        self._injury_needs_trauma = config.injury_needs_trauma
+        self._combination_codes = config.combination_codes
+        self._procedure_names = config.procedure_names
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -115,7 +142,15 @@ class Aggregator:
         kept = self._keep_most_specific(entries)
         for entry in kept:
             entry.confidence = entry.combined(self._combine)
-        kept, dropped = self._resolve_conflicts(kept, read_facts(note.text))
+        sentences = {
+            item.span.span_id: note.text[item.span.sentence_start : item.span.sentence_end]
+            for item in note.items
+        }
+        kept, dropped = self._resolve_conflicts(kept, read_facts(note.text), sentences)
+        dropped += self._explained_symptoms(kept, sentences)
+        kept = [entry for entry in kept if all(entry is not d for d, _ in dropped)]
+        if self._combination_codes:
+            kept += self._combinations(kept)
         for entry, reason in dropped:
             for ev in entry.evidence.values():
                 excluded[(ev.span_id, entry.code)] = _excluded(ev, entry.code, reason)
@@ -173,35 +208,146 @@ class Aggregator:
                     kept[code].absorb(general)
         return list(kept.values())
 
+    def _titles(self, codes: list[str]) -> list[str]:
+        return [
+            text
+            for code in codes
+            if (info := self._catalogue.get(code)) is not None
+            for text in (info.description, *info.inclusion_terms)
+        ]
+
+    def _stated(self, entry: _Entry) -> bool:
+        """Whether some evidence span is, word for word, the code's title or inclusion term
+        (a 7th-character code's: its parent's)."""
+        codes = [entry.code]
+        if len(entry.code.replace(".", "")) == 7:
+            codes += self._catalogue.ancestors(entry.code)[:1]
+        titles = self._titles(codes)
+        return any(states_title(ev.text, titles) for ev in entry.evidence.values())
+
+    def _only_general(self, entry: _Entry, accepted: _Entry) -> bool:
+        """Whether the entry's evidence beyond the accepted code's states no more than a title
+        of one of its ancestors ("type 2 diabetes mellitus" beside "... without
+        complications"): the condition the accepted code codes more specifically."""
+        extra = entry.evidence.keys() - accepted.evidence.keys()
+        if not self._stated_title:
+            return not extra
+        titles = self._titles(self._catalogue.ancestors(accepted.code))
+        return all(states_title(entry.evidence[span_id].text, titles) for span_id in extra)
+
     def _resolve_conflicts(
-        self, entries: list[_Entry], facts: NoteFacts
+        self, entries: list[_Entry], facts: NoteFacts, sentences: dict[str, str]
     ) -> tuple[list[_Entry], list[tuple[_Entry, str]]]:
-        """Most confident first: a code that does not fit the patient, or conflicts with a more
-        confident accepted code, goes to review with the reason, or, without review codes, is
-        dropped with it."""
+        """Most confident first (stated titles before the others): a code that does not fit
+        the patient, or conflicts with a more confident accepted code, goes to review with the
+        reason, or, without review codes, is dropped with it."""
         kept: list[_Entry] = []
         dropped: list[tuple[_Entry, str]] = []
-        for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
-            conflict = self._conflict(entry, kept, facts)
+        stated = {id(e): self._stated_title and self._stated(e) for e in entries}
+        for entry in sorted(entries, key=lambda e: (not stated[id(e)], -e.confidence, e.code)):
+            conflict = self._conflict(entry, kept, facts, sentences)
             if conflict is None:
                 kept.append(entry)
-            elif self._include_review:
-                reason, why = conflict
-                entry.accepted = False
-                entry.justification += f" {reason}: for review, {why}."
-                kept.append(entry)
             else:
-                dropped.append((entry, conflict[0]))
+                self._demote(entry, conflict, kept, dropped)
         return kept, dropped
 
+    def _demote(
+        self,
+        entry: _Entry,
+        conflict: tuple[str, str],
+        kept: list[_Entry],
+        dropped: list[tuple[_Entry, str]],
+    ) -> None:
+        """To review with the reason, or, without review codes, dropped with it."""
+        if self._include_review:
+            reason, why = conflict
+            entry.accepted = False
+            entry.justification += f" {reason}: for review, {why}."
+            kept.append(entry)
+        else:
+            dropped.append((entry, conflict[0]))
+
+    def _explained_symptoms(
+        self, kept: list[_Entry], sentences: dict[str, str]
+    ) -> list[tuple[_Entry, str]]:
+        """Accepted chapter-R codes that an accepted definitive diagnosis may explain: to review
+        (or dropped, returned) with the reason. The diagnoses are read before any symptom moves,
+        so the order of the codes does not matter."""
+        dropped: list[tuple[_Entry, str]] = []
+        if self._symptoms == "off":
+            return dropped
+        diagnoses = [e for e in kept if e.accepted and is_definitive(e.code)]
+        for entry in [e for e in kept if e.accepted and is_symptom(e.code)]:
+            mine = {sentences.get(span_id) for span_id in entry.evidence} - {None}
+            for dx in diagnoses:
+                theirs = {sentences.get(span_id) for span_id in dx.evidence} - {None}
+                why = explains_symptom(
+                    entry.code,
+                    dx.code,
+                    shared_sentence=bool(mine & theirs),
+                    criterion=self._symptoms,
+                )
+                if why is not None:
+                    conflict = (
+                        f"Symptom: {why}",
+                        "signs and symptoms routinely associated with a diagnosis are not coded"
+                        " beside it (Official Guidelines I.B.5)",
+                    )
+                    self._demote(entry, conflict, [], dropped)
+                    break
+        return dropped
+
+    def _combinations(self, kept: list[_Entry]) -> list[_Entry]:
+        """The combination codes the guidelines presume from the accepted codes, for review."""
+        accepted = {e.code: e for e in kept if e.accepted}
+        present = {e.code: e for e in kept}
+        proposed: list[_Entry] = []
+        for combo in combinations(accepted, present):
+            info = self._catalogue.get(combo.code)
+            if info is None:
+                continue
+            parts = [accepted[code] for code in combo.parts]
+            entry = _Entry(
+                code=info.code,
+                description=info.description,
+                confidence=min(p.confidence for p in parts),
+                accepted=False,
+                justification=f"Combination of {' + '.join(combo.parts)}, {combo.reason}: "
+                "for review, the combination code replaces the parts it includes.",
+            )
+            for part in parts:
+                entry.evidence.update(part.evidence)
+            proposed.append(entry)
+        return proposed
+
     def _conflict(
-        self, entry: _Entry, kept: list[_Entry], facts: NoteFacts
+        self, entry: _Entry, kept: list[_Entry], facts: NoteFacts, sentences: dict[str, str]
     ) -> tuple[str, str] | None:
         """(reason, what a coder checks) when the entry may not stand as accepted."""
         if self._patient_checks:
             mismatch = inconsistency(entry.code, facts)
             if mismatch is not None:
                 return f"Does not fit the patient: {mismatch}", "the note may say otherwise"
+        if self._injury_needs_trauma and is_injury_chapter(entry.code):
+            said = " ".join(
+                sentences.get(span_id, ev.text) for span_id, ev in entry.evidence.items()
+            )
+            if not trauma_wording(said):
+                return (
+                    "An injury-chapter code, and its evidence names no injury, external cause,"
+                    " poisoning or complication of care",
+                    "a condition no external cause produced is coded in its body system's chapter",
+                )
+        if (
+            self._procedure_names
+            and not entry.code.startswith("Z")
+            and all(names_test_or_procedure(ev.text) for ev in entry.evidence.values())
+        ):
+            return (
+                "Its evidence only names a test or procedure",
+                "a test or procedure is not a diagnosis; its result may be",
+            )
         accepted = [k for k in kept if k.accepted]
         for k in accepted:
             if self._catalogue.excludes1_conflict(k.code, entry.code):
@@ -211,7 +357,7 @@ class Aggregator:
                 )
         if self._one_per_category:
             for k in accepted:
-                if k.code[:3] == entry.code[:3] and entry.evidence.keys() <= k.evidence.keys():
+                if k.code[:3] == entry.code[:3] and self._only_general(entry, k):
                     return (
                         f"{k.code}, of the same category, is more confident on the same evidence",
                         "a condition is coded once, as specifically as the note documents it",

@@ -62,6 +62,7 @@ def similarity_verifier(
         similar_notes=coded.similar,
         note_classifier=coded.classifier,
         coded_notes=coded.counts,
+        category_mass=config.category_mass,
         max_codes_per_note=config.max_codes_per_note or point.max_codes_per_note,
     )
 

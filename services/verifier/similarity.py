@@ -56,6 +56,9 @@ class SimilarityVerifier:
     note_classifier: NoteVotes | None = None
     #: With the re-ranker: how many of the memory's coded notes carry each code (empty: none).
     coded_notes: Mapping[str, float] = field(default_factory=dict)
+    #: With the re-ranker: accept a listed diagnosis's best code when none of its category's
+    #: codes reaches the accept threshold but together they do (:func:`category_mass`).
+    category_mass: bool = False
 
     @property
     def info(self) -> VerifierInfo:
@@ -145,9 +148,26 @@ class SimilarityVerifier:
         rows = self.note_rows(note, spans_per_code)
         confidences = model.confidences([row.features() for row in rows.values()])
         ranked = sorted(zip(confidences, rows, strict=True), key=lambda pair: (-pair[0], pair[1]))
+        kept = ranked[: self.max_codes_per_note]
+        promoted = (
+            category_mass(
+                [(code, conf) for conf, code in kept],
+                self.accept_threshold,
+                {code for _, code in kept if _listed(rows[code])},
+            )
+            if self.category_mass
+            else {}
+        )
         verdicts: list[Verdict] = []
-        for position, (conf, code) in enumerate(ranked):
-            decision = self._decide(conf) if position < self.max_codes_per_note else "reject"
+        for conf, code in kept:
+            decision = self._decide(conf)
+            extra_reason = ""
+            if code in promoted and decision == "review":
+                decision = "accept"
+                extra_reason = (
+                    f" Accepted for its category: {code[:3]}'s codes together reach"
+                    f" {promoted[code]:.2f}; a coder checks which of them the note documents."
+                )
             if decision == "reject":
                 continue
             row = rows[code]
@@ -161,7 +181,7 @@ class SimilarityVerifier:
                         code=code,
                         decision=decision,
                         confidence=round(conf, 4),
-                        justification=justify(read_as, cand, decision) + extra,
+                        justification=justify(read_as, cand, decision) + extra + extra_reason,
                     )
                 )
         return verdicts
@@ -172,3 +192,42 @@ class SimilarityVerifier:
         if conf >= self.review_threshold:
             return "review"
         return "reject"
+
+
+#: Sections whose lines are diagnoses the physician states (``segmenter/sections.py``).
+DIAGNOSIS_SECTIONS = frozenset({"discharge_diagnoses", "admission_diagnoses", "assessment_plan"})
+
+
+def _listed(row: CodeInNote) -> bool:
+    """Whether a span of a diagnosis section retrieved the code."""
+    return any(item.span.section in DIAGNOSIS_SECTIONS for item in row.spans)
+
+
+def category_mass(
+    ranked: list[tuple[str, float]], accept_threshold: float, eligible: set[str] | None = None
+) -> dict[str, float]:
+    """The codes to accept for their category, with the category's combined confidence.
+
+    The re-ranker spreads its belief in a condition over the codes of its category that the
+    note's words fit equally well (right or left femur, base or unspecified part of the neck):
+    each may fall below the accept threshold while the condition itself is likely. When no code
+    of a category reaches the threshold and 1 - prod(1 - c) over its codes does, the most
+    confident code of the category is accepted (the first in ``ranked`` order on ties).
+    Only a code in ``eligible`` (None: any) is accepted so: the verifier passes the codes a
+    diagnosis section lists. On CodiEsp's case reports, which list no diagnoses, accepting any
+    category's best code on its mass cut precision from 0.44 to 0.35 (dev)."""
+    by_category: dict[str, list[tuple[str, float]]] = {}
+    for code, conf in ranked:
+        by_category.setdefault(code[:3].upper(), []).append((code, conf))
+    promoted: dict[str, float] = {}
+    for group in by_category.values():
+        if len(group) < 2 or any(conf >= accept_threshold for _, conf in group):
+            continue
+        miss = 1.0
+        for _, conf in group:
+            miss *= 1.0 - conf
+        if 1.0 - miss >= accept_threshold:
+            best = max(group, key=lambda pair: pair[1])
+            if eligible is None or best[0] in eligible:
+                promoted[best[0]] = 1.0 - miss
+    return promoted

@@ -38,7 +38,7 @@ def run(
     include_review: bool = True,
     combine: Literal["max", "noisy_or"] = "max",
     text: str = NOTE,
-    **rules: bool,
+    **rules: bool | str,
 ):  # type: ignore[no-untyped-def]
     note = VerifiedNote(
         note_id="n1",
@@ -209,3 +209,149 @@ def test_a_code_that_does_not_fit_the_patient_goes_to_review(catalogue: Catalogu
     assert "the note mentions no pregnancy" in out.codes[0].justification
     out = run(catalogue, [uti], verdicts, text=text, patient_checks=False)
     assert [c.decision for c in out.codes] == ["accept", "accept"]
+
+
+def test_a_code_whose_title_the_note_states_is_settled_before_its_siblings(
+    catalogue: Catalogue,
+) -> None:
+    text = (
+        "He has type 2 diabetes mellitus. Diagnoses: Type 2 diabetes mellitus without complications"
+    )
+    general = make_span("type 2 diabetes mellitus", text, "s1")
+    stated = make_span("Type 2 diabetes mellitus without complications", text, "s2")
+    verdicts = [
+        verdict("s1", "E11.8", 0.56),
+        verdict("s2", "E11.8", 0.56),
+        verdict("s2", "E11.9", 0.2),
+    ]
+    out = run(catalogue, [general, stated], verdicts, text=text)
+    decisions = {c.code: c.decision for c in out.codes}
+    # E11.8's extra evidence only names the category, which E11.9 codes more specifically
+    assert decisions == {"E11.8": "review", "E11.9": "accept"}
+    assert "E11.9, of the same category" in out.codes[0].justification
+    off = run(catalogue, [general, stated], verdicts, text=text, stated_title=False)
+    assert {c.code: c.decision for c in off.codes} == {"E11.8": "accept", "E11.9": "review"}
+
+
+def test_an_injury_code_needs_trauma_in_its_evidence(catalogue: Catalogue) -> None:
+    text = "Acute kidney injury. Bilateral lower extremity edema. She fell: skull fracture."
+    aki = make_span("Acute kidney injury", text, "s1")
+    edema = make_span("Bilateral lower extremity edema", text, "s2")
+    fracture = make_span("skull fracture", text, "s3")
+    verdicts = [
+        verdict("s1", "S37.009", 0.6),
+        verdict("s1", "N17.9", 0.5),
+        verdict("s2", "S89.90", 0.4),
+        verdict("s3", "S02.91", 0.3),
+    ]
+    out = run(catalogue, [aki, edema, fracture], verdicts, text=text)
+    decisions = {c.code[:6]: c.decision for c in out.codes}
+    assert decisions == {
+        "S37.00": "review",
+        "N17.9": "accept",
+        "S89.90": "review",
+        "S02.91": "accept",
+    }
+    assert "names no injury, external cause" in out.codes[0].justification
+    off = run(catalogue, [aki, edema, fracture], verdicts, text=text, injury_needs_trauma=False)
+    assert {c.decision for c in off.codes} == {"accept"}
+
+
+def test_a_symptom_beside_the_diagnosis_that_explains_it_goes_to_review(
+    catalogue: Catalogue,
+) -> None:
+    text = "Dyspnea and leg edema. Acute on chronic systolic heart failure. Type 2 diabetes."
+    dyspnea = make_span("Dyspnea", text, "s1")
+    edema = make_span("leg edema", text, "s2")
+    failure = make_span("Acute on chronic systolic heart failure", text, "s3")
+    diabetes = make_span("Type 2 diabetes", text, "s4")
+    verdicts = [
+        verdict("s1", "R06.00", 0.9),
+        verdict("s2", "R60.0", 0.8),
+        verdict("s3", "I50.23", 0.5),
+        verdict("s4", "E11.9", 0.5),
+    ]
+    spans = [dyspnea, edema, failure, diabetes]
+    out = run(catalogue, spans, verdicts, text=text)
+    decisions = {c.code: c.decision for c in out.codes}
+    # dyspnoea is a circulatory/respiratory symptom; oedema (general) has no system
+    assert decisions == {
+        "R06.00": "review",
+        "R60.0": "accept",
+        "I50.23": "accept",
+        "E11.9": "accept",
+    }
+    assert "beside I50.23" in out.codes[0].justification
+    assert "I.B.5" in out.codes[0].justification
+    # the order of the codes does not matter: the diagnosis is less confident than the symptom
+    out = run(catalogue, spans, verdicts, text=text, include_review=False)
+    assert "R06.00" not in {c.code for c in out.codes}
+    assert [x.code for x in out.excluded] == ["R06.00"]
+    assert {
+        c.decision for c in run(catalogue, spans, verdicts, text=text, symptoms="off").codes
+    } == {"accept"}
+
+
+def test_a_symptom_in_the_sentence_of_a_diagnosis(catalogue: Catalogue) -> None:
+    text = "Fever due to pneumonia. Later, a fever again."
+    fever = make_span("Fever", text, "s1")
+    pneumonia = make_span("pneumonia", text, "s2")
+    # the spans' sentence is the first one: make_span's sentence is the span itself
+    fever = fever.model_copy(update={"sentence_start": 0, "sentence_end": 22})
+    pneumonia = pneumonia.model_copy(update={"sentence_start": 0, "sentence_end": 22})
+    verdicts = [verdict("s1", "R50.9", 0.8), verdict("s2", "J18.9", 0.6)]
+    out = run(catalogue, [fever, pneumonia], verdicts, text=text, symptoms="sentence")
+    assert {c.code: c.decision for c in out.codes} == {"R50.9": "review", "J18.9": "accept"}
+    assert "in the sentence that states J18.9" in out.codes[0].justification
+    out = run(catalogue, [fever, pneumonia], verdicts, text=text, symptoms="system")
+    assert {c.decision for c in out.codes} == {"accept"}
+
+
+def test_a_combination_code_is_proposed_for_review(catalogue: Catalogue) -> None:
+    text = "Essential hypertension. Systolic heart failure."
+    htn = make_span("Essential hypertension", text, "s1")
+    failure = make_span("Systolic heart failure", text, "s2")
+    verdicts = [verdict("s1", "I10", 0.7), verdict("s2", "I50.20", 0.4)]
+    out = run(catalogue, [htn, failure], verdicts, text=text)
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [
+        ("I10", "accept", 0.7),
+        ("I11.0", "review", 0.4),
+        ("I50.20", "accept", 0.4),
+    ]
+    combo = out.codes[1]
+    assert [e.span_id for e in combo.evidence] == ["s1", "s2"]
+    assert "Combination of I10 + I50.20" in combo.justification
+    off = run(catalogue, [htn, failure], verdicts, text=text, combination_codes=False)
+    assert [c.code for c in off.codes] == ["I10", "I50.20"]
+    # a part only suggested for review proposes nothing
+    only_review = [verdict("s1", "I10", 0.7), verdict("s2", "I50.20", 0.4, "review")]
+    assert "I11.0" not in {
+        c.code for c in run(catalogue, [htn, failure], only_review, text=text).codes
+    }
+
+
+def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -> None:
+    text = "Chest X-ray. Chest X-ray showed a pneumonia."
+    xray = make_span("Chest X-ray", text, "s1")
+    result = Span(
+        span_id="s2",
+        start=13,
+        end=44,
+        text=text[13:44],
+        sentence_start=13,
+        sentence_end=44,
+    )
+    verdicts = [
+        verdict("s1", "R07.9", 0.6),
+        verdict("s1", "Z01.89", 0.5),
+        verdict("s2", "J18.9", 0.4),
+    ]
+    out = run(catalogue, [xray, result], verdicts, text=text)
+    assert {c.code: c.decision for c in out.codes} == {
+        "R07.9": "review",  # "chest pain" on "Chest X-ray"
+        "Z01.89": "accept",  # an encounter code may rest on the test
+        "J18.9": "accept",  # a finding written with the test
+    }
+    assert "only names a test or procedure" in out.codes[0].justification
+    off = run(catalogue, [xray, result], verdicts, text=text, procedure_names=False, symptoms="off")
+    assert {c.decision for c in off.codes} == {"accept"}

@@ -1,0 +1,255 @@
+"""Rules of the ICD-10-CM Official Guidelines for Coding and Reporting that the aggregator
+applies to a note's codes, as pure functions over codes and text.
+
+- *The title the note states* (:func:`states_title`): a diagnosis written word for word as a
+  code's title ("Type 2 diabetes mellitus without complications") is that code; a sibling of
+  its category on the same words ("with unspecified complications") is not (I.A.15, I.B.1).
+- *Signs and symptoms* (:func:`explains_symptom`): a chapter-R code routinely associated with
+  a definitive diagnosis is not coded beside it (I.B.4, I.B.5). Which symptoms a diagnosis
+  explains is approximated by body system: the blocks of chapter R name the system their
+  symptoms belong to (R00-R09 "circulatory and respiratory systems"), and a diagnosis of that
+  system's chapter may explain them; or by place: the symptom is written in the sentence that
+  states the diagnosis ("fever due to pneumonia").
+- *Injuries* (:func:`trauma_wording`): the injury chapter (S00-T88: injuries, poisonings,
+  effects of external causes, complications of care) is for conditions an external cause
+  produced; its codes need wording of one ("acute kidney injury" is N17.9, not S37).
+- *A test or procedure is not a diagnosis* (:func:`names_test_or_procedure`): "chest X-ray",
+  "abdominal ultrasound", "bone scintigraphy" name what was done, not what was found; a
+  diagnosis code on such words alone ("chest pain" on "chest X-ray") is a retrieval slip.
+- *"With"* (:func:`combinations`): the guidelines presume a causal link between hypertension
+  and heart failure or chronic kidney disease, and between diabetes and chronic kidney disease
+  (I.A.15, I.C.9.a, I.C.4.a), so the combination code is proposed when both are coded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------- the title the note states
+
+_PARENTHESES = re.compile(r"\([^)]*\)")
+_UNSPECIFIED = re.compile(r",?\s*unspecified\b", re.I)
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def _words(text: str) -> str:
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def title_forms(title: str) -> set[str]:
+    """A catalogue title as a note may write it: whole, without its parenthesised
+    non-essential words ("Essential (primary) hypertension"), without ", unspecified"."""
+    forms = {title, _PARENTHESES.sub(" ", title)}
+    forms |= {_UNSPECIFIED.sub(" ", form) for form in forms}
+    return {w for w in map(_words, forms) if w}
+
+
+def states_title(evidence: str, titles: Iterable[str]) -> bool:
+    """True when the evidence is, word for word, one of the titles (a code's description or
+    inclusion terms), punctuation and case aside."""
+    said = _words(evidence)
+    return bool(said) and any(said in title_forms(title) for title in titles)
+
+
+# ---------------------------------------------------------------- signs and symptoms
+
+#: Chapter-R blocks whose symptoms belong to a body system, and the chapters (first letter
+#: of the code, or a code prefix) holding that system's diagnoses. Blocks of general
+#: symptoms (R50-R69: fever, oedema, pain, fatigue), abnormal laboratory and imaging
+#: findings (R70-R79, R83-R94) have no system: only the sentence criterion applies.
+_SYSTEMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("R00", "R09", "circulatory or respiratory", ("I", "J")),
+    ("R10", "R19", "digestive", ("K",)),
+    ("R20", "R23", "skin", ("L",)),
+    ("R25", "R29", "nervous or musculoskeletal", ("G", "M")),
+    ("R30", "R39", "urinary", ("N",)),
+    ("R40", "R46", "nervous or mental", ("F", "G")),
+    ("R47", "R49", "nervous or mental", ("F", "G")),
+    ("R80", "R82", "urinary", ("N",)),
+)
+
+
+def is_symptom(code: str) -> bool:
+    """A chapter-R code: symptoms, signs and abnormal findings."""
+    return code.upper().startswith("R")
+
+
+def is_definitive(code: str) -> bool:
+    """A diagnosis that may explain a symptom: not a symptom, a factor influencing health
+    status (Z) or an external cause (V-Y)."""
+    return code[:1].upper() not in {"R", "Z", "V", "W", "X", "Y"}
+
+
+def symptom_system(code: str) -> tuple[str, tuple[str, ...]] | None:
+    """The body system of a chapter-R code's block and the chapters of its diagnoses."""
+    category = code.upper()[:3]
+    for low, high, name, chapters in _SYSTEMS:
+        if low <= category <= high:
+            return name, chapters
+    return None
+
+
+def same_system(symptom: str, diagnosis: str) -> bool:
+    """True when the diagnosis is of the body system the symptom's block names."""
+    system = symptom_system(symptom)
+    return system is not None and diagnosis.upper().startswith(system[1])
+
+
+SymptomCriterion = str  # "off" | "system" | "sentence" | "both" | "either"
+
+
+def explains_symptom(
+    symptom: str,
+    diagnosis: str,
+    *,
+    shared_sentence: bool,
+    criterion: SymptomCriterion = "system",
+) -> str | None:
+    """Why the accepted ``diagnosis`` may explain the chapter-R ``symptom`` (None when,
+    under the criterion, it does not): same body system, written in one sentence
+    (``shared_sentence``: some sentence holds evidence of both), both, or either."""
+    if criterion == "off" or not is_symptom(symptom) or not is_definitive(diagnosis):
+        return None
+    if criterion == "both":
+        if not (shared_sentence and same_system(symptom, diagnosis)):
+            return None
+        name = symptom_system(symptom)
+        assert name is not None
+        return f"a {name[0]} symptom in the sentence that states {diagnosis}, of that system"
+    if criterion in ("system", "either") and same_system(symptom, diagnosis):
+        name = symptom_system(symptom)
+        assert name is not None
+        return f"a {name[0]} symptom beside {diagnosis}, a diagnosis of that system"
+    if criterion in ("sentence", "either") and shared_sentence:
+        return f"a symptom in the sentence that states {diagnosis}"
+    return None
+
+
+# ---------------------------------------------------------------- injuries
+
+#: Conditions named "injury" that no external cause produced.
+_NON_TRAUMATIC = re.compile(
+    r"\b(?:acute|chronic|ischemic|ischaemic|hypoxic|reperfusion|drug[- ]induced)?\s*"
+    r"(?:kidney|renal|lung|liver|hepatic|hepatocellular|myocardial|tubular|cerebral|brain)"
+    r"\s+(?:cell\s+)?injur(?:y|ies)\b",
+    re.I,
+)
+_TRAUMA = re.compile(
+    r"\b(?:trauma\w*|injur\w*|fractur\w*|fell|falls?|falling|accident\w*|wound\w*|lacerat\w*"
+    r"|contusion\w*|bruis\w*|sprain\w*|strain\w*|dislocat\w*|luxat\w*|subluxat\w*|burn\w*"
+    r"|scald\w*|bite|bitten|sting\w*|stung|collision|crash\w*|struck|hit|blow|assault\w*"
+    r"|gunshot|shot|stab\w*|cut|crush\w*|amputat\w*|avulsion|rupture\w*|tear|torn|foreign"
+    r"|poison\w*|overdose\w*|intoxicat\w*|toxicity|toxic|ingest\w*|envenom\w*|exposure"
+    r"|adverse|induced|reaction\w*|allerg\w*|anaphyla\w*|complicat\w*|post-?operative\w*"
+    r"|postoperativ\w*|post-?surgical|post-?procedural|surgery|surgical|operation|rejection"
+    r"|transplant\w*|graft\w*|prosthe\w*|implant\w*|catheter\w*|stent\w*|shunt\w*|device\w*"
+    r"|pacemaker|frostbite|hypotherm\w*|heat|drown\w*|asphyxia\w*|suffocat\w*|abuse\w*"
+    r"|maltreat\w*|violence|whiplash|concussion|hematoma|haematoma|traumatic)\b",
+    re.I,
+)
+
+
+def is_injury_chapter(code: str) -> bool:
+    """Chapter 19: injury, poisoning and certain other consequences of external causes."""
+    return code[:1].upper() in {"S", "T"}
+
+
+def trauma_wording(text: str) -> bool:
+    """True when the text names an external cause or its result (a fall, a fracture, a
+    poisoning, a complication of care), organ "injuries" of disease left aside."""
+    return _TRAUMA.search(_NON_TRAUMATIC.sub(" ", text)) is not None
+
+
+# ---------------------------------------------------------------- tests and procedures
+
+_TEST_OR_PROCEDURE = (
+    r"(?:ultrasound|ultrasonography|sonography|echography|x-?rays?|radiographs?|radiography"
+    r"|tomography|ct|scans?|mri|resonance|imaging|echocardiogram|echocardiography"
+    r"|electrocardiogram|ecg|ekg|eeg|emg|angiography|angiogram|biops(?:y|ies)"
+    r"|\w+scopy|\w+graphy|\w+ectomy|\w+otomy|\w+ostomy|\w+plasty|\w+centesis"
+    r"|surgery|operation|resection|excision|puncture|analysis|analytics?|tests?|cultures?"
+    r"|serology|count|levels?|study|studies|examination|exam|assay|smear|staining|profile"
+    r"|panel|urinalysis|sediment)"
+)
+#: Up to three words before a test or procedure noun, and nothing after it.
+_NAMES_TEST = re.compile(rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}\.?$", re.I)
+
+
+def names_test_or_procedure(text: str) -> bool:
+    """True when the text only names a test or procedure ("chest X-ray", "normal brain CT
+    scan", "Lumbar puncture"): at most four words, the last a test or procedure noun. A
+    finding written with it ("X-ray showed a fracture") is more than a name."""
+    return _NAMES_TEST.match(" ".join(text.split())) is not None
+
+
+# ---------------------------------------------------------------- "with"
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A combination code the guidelines presume from two or three coded conditions."""
+
+    code: str
+    parts: tuple[str, ...]
+    reason: str
+
+
+def _first(codes: Iterable[str], prefixes: tuple[str, ...]) -> str | None:
+    return next((c for c in sorted(codes) if c.upper().startswith(prefixes)), None)
+
+
+_CKD_LATE = ("N18.5", "N18.6")
+
+
+def combinations(
+    codes: Iterable[str], present: Mapping[str, object] | None = None
+) -> list[Combination]:
+    """The combination codes the guidelines presume from ``codes`` (a note's accepted codes):
+    hypertension (I10) with heart failure (I50) is I11.0, with chronic kidney disease (N18)
+    I12.9 or I12.0 (stage 5, end stage), with both I13.0 or I13.2; diabetes (E08-E13) with
+    chronic kidney disease is its ".22" code. Codes in ``present`` are not proposed again."""
+    codes = list(codes)
+    present = present or {}
+    out: list[Combination] = []
+    hypertension = _first(codes, ("I10",))
+    failure = _first(codes, ("I50",))
+    ckd = _first(codes, ("N18",))
+    late = ckd is not None and ckd.upper().startswith(_CKD_LATE)
+    presumed = "the guidelines presume the link unless the note says otherwise"
+    if hypertension and failure and ckd:
+        code = "I13.2" if late else "I13.0"
+        out.append(
+            Combination(
+                code,
+                (hypertension, failure, ckd),
+                f"hypertension with heart failure and chronic kidney disease: {presumed}",
+            )
+        )
+    elif hypertension and failure:
+        out.append(
+            Combination(
+                "I11.0", (hypertension, failure), f"hypertension with heart failure: {presumed}"
+            )
+        )
+    elif hypertension and ckd:
+        out.append(
+            Combination(
+                "I12.0" if late else "I12.9",
+                (hypertension, ckd),
+                f"hypertension with chronic kidney disease: {presumed}",
+            )
+        )
+    if ckd:
+        for prefix in ("E08", "E09", "E10", "E11", "E13"):
+            diabetes = _first(codes, (prefix,))
+            if diabetes is not None:
+                out.append(
+                    Combination(
+                        f"{prefix}.22",
+                        (diabetes, ckd),
+                        f"diabetes with chronic kidney disease: {presumed}",
+                    )
+                )
+    return [c for c in out if c.code not in present]

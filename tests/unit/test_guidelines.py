@@ -1,0 +1,91 @@
+"""The guideline rules as pure functions (``shared/guidelines.py``)."""
+
+from icdcoder.shared.guidelines import (
+    combinations,
+    explains_symptom,
+    is_definitive,
+    names_test_or_procedure,
+    states_title,
+    title_forms,
+    trauma_wording,
+)
+
+
+def test_a_title_is_stated_word_for_word_only() -> None:
+    e11_9 = ["Type 2 diabetes mellitus without complications"]
+    e11_8 = ["Type 2 diabetes mellitus with unspecified complications"]
+    said = "Type 2 diabetes mellitus without complications"
+    assert states_title(said, e11_9) and not states_title(said, e11_8)
+    assert states_title("type 2 diabetes mellitus, without complications.", e11_9)
+    assert not states_title("Type 2 diabetes mellitus", e11_9)  # less than the title
+    assert not states_title("", e11_9)
+    # non-essential words in parentheses and ", unspecified" may be left out
+    assert states_title("Essential hypertension", ["Essential (primary) hypertension"])
+    assert states_title("Hyperlipidemia", ["Hyperlipidemia, unspecified"])
+    assert title_forms("Essential (primary) hypertension") == {
+        "essential primary hypertension",
+        "essential hypertension",
+    }
+
+
+def test_a_symptom_is_explained_by_a_diagnosis_of_its_system_or_sentence() -> None:
+    # dyspnoea (R06, circulatory and respiratory symptoms) beside heart failure or COPD
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=False) is not None
+    assert explains_symptom("R05.8", "J44.1", shared_sentence=False) is not None
+    # not beside a diagnosis of another system, unless written in its sentence
+    assert explains_symptom("R06.00", "E11.9", shared_sentence=True) is None
+    assert (
+        explains_symptom("R06.00", "E11.9", shared_sentence=True, criterion="sentence") is not None
+    )
+    assert explains_symptom("R06.00", "E11.9", shared_sentence=False, criterion="either") is None
+    # both: of the system and in the sentence
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=False, criterion="both") is None
+    assert explains_symptom("R06.00", "E11.9", shared_sentence=True, criterion="both") is None
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=True, criterion="both") is not None
+    # general symptoms (R50-R69) have no system
+    assert explains_symptom("R60.9", "I50.23", shared_sentence=False) is None
+    # history codes, external causes and other symptoms explain nothing; off is off
+    assert explains_symptom("R06.00", "Z87.891", shared_sentence=True, criterion="either") is None
+    assert explains_symptom("R06.00", "R05.8", shared_sentence=True, criterion="either") is None
+    assert explains_symptom("R06.00", "I50.23", shared_sentence=True, criterion="off") is None
+    assert explains_symptom("J44.1", "I50.23", shared_sentence=True) is None  # not a symptom
+    assert not is_definitive("W19.XXXA") and is_definitive("S72.001A")
+
+
+def test_trauma_wording() -> None:
+    assert trauma_wording("Radiographs showed a displaced fracture of the right femoral neck")
+    assert trauma_wording("She tripped over a rug and fell")
+    assert trauma_wording("paracetamol poisoning") and trauma_wording("postoperative wound")
+    assert not trauma_wording("bilateral lower extremity edema")
+    # organ "injuries" of disease are not trauma, a traumatic one is
+    assert not trauma_wording("Acute kidney injury with oliguria")
+    assert not trauma_wording("drug-induced liver injury")
+    assert not trauma_wording("acute lung injury")
+    assert trauma_wording("traumatic brain injury")
+    assert trauma_wording("acute kidney injury after a fall")
+
+
+def test_combination_codes_the_guidelines_presume() -> None:
+    found = {c.code: c.parts for c in combinations(["I10", "I50.23", "E78.5"])}
+    assert found == {"I11.0": ("I10", "I50.23")}
+    found = {c.code: c.parts for c in combinations(["I10", "N18.30", "E11.9"])}
+    assert found == {"I12.9": ("I10", "N18.30"), "E11.22": ("E11.9", "N18.30")}
+    assert {c.code for c in combinations(["I10", "N18.6"])} == {"I12.0"}
+    assert {c.code for c in combinations(["I10", "I50.9", "N18.4"])} == {"I13.0"}
+    assert {c.code for c in combinations(["I10", "I50.9", "N18.5"])} == {"I13.2"}
+    # one part alone, or the combination already coded: nothing proposed
+    assert combinations(["I50.23", "E11.9"]) == []
+    assert combinations(["I10", "I50.23"], {"I11.0": object()}) == []
+
+
+def test_a_test_or_procedure_name() -> None:
+    for name in ("chest X-ray", "Abdominal ultrasound", "normal brain CT scan", "Lumbar puncture"):
+        assert names_test_or_procedure(name), name
+    assert names_test_or_procedure("bone  scintigraphy.")
+    for finding in (
+        "chest X-ray showed a left lower lobe infiltrate",  # a result
+        "chest pain",
+        "Acute kidney injury",
+        "the patient then underwent an abdominal ultrasound",  # more than four words before
+    ):
+        assert not names_test_or_procedure(finding), finding
