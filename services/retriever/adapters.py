@@ -149,7 +149,9 @@ def load_retriever(
         from icdcoder.services.retriever.lexical import LexicalIndex
 
         lexical = Lexical(
-            LexicalIndex(bundle.rows.texts), bundle.index.reconstruct, config.lexical_k
+            LexicalIndex.load_or_build(bundle.rows.texts, cache_dir),
+            bundle.index.reconstruct,
+            config.lexical_k,
         )
     return Retriever(
         encoder,

@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -183,3 +184,22 @@ def test_bm25_lexical_index_on_real_words() -> None:
     assert set(found[1][:2]) == {2, 3}  # stems and any word order
     assert found[2] == []  # nothing shared: nothing found
     assert index.search(["Paroxysmal  atrial fibrillation."], k=4)[0][0] == 2  # exact first
+
+
+def test_bm25_index_cached_by_its_texts(tmp_path: Path) -> None:
+    texts = ["Paroxysmal atrial fibrillation", "Essential (primary) hypertension"]
+    built = LexicalIndex.load_or_build(texts, tmp_path)
+    folders = list(tmp_path.glob("bm25-*"))
+    assert len(folders) == 1 and (folders[0] / "complete").is_file()
+    loaded = LexicalIndex.load_or_build(texts, tmp_path)  # read back, not rebuilt
+    assert loaded.search(["atrial fibrillation"], k=2) == built.search(["atrial fibrillation"], k=2)
+    assert loaded.search(["hypertension"], k=2) == [[1]]
+    LexicalIndex.load_or_build([*texts, "Asthma"], tmp_path)  # other texts: another folder
+    assert len(list(tmp_path.glob("bm25-*"))) == 2
+
+
+def test_bm25_cache_folder_unwritable_still_works(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    index = LexicalIndex.load_or_build(["Essential hypertension"], blocked)
+    assert index.search(["hypertension"], k=1) == [[0]]
