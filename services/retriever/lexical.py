@@ -6,7 +6,7 @@ BM25 over the same rows (descriptions, inclusion terms, Alphabetic Index term pa
 stop words removed and words stemmed (PyStemmer, Snowball), finds the rows that share the
 span's words, weighted by how rare each word is in the catalogue. The retriever adds those rows
 to the vector index's with their cosine; a row whose words are exactly the span's ranks first.
-The index is built in memory at start (about 2 s for 130,000 rows on one core).
+The index is built once (about 4 s for 130,974 rows) and cached, keyed by its texts.
 """
 
 from __future__ import annotations
