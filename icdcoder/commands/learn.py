@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from icdcoder.shared.messages import RetrievedNote
     from icdcoder.shared.pack import Pack
     from icdcoder.shared.settings import Settings
-    from icdcoder.training.corpus import CodedCase
+    from icdcoder.training.corpus import CaseList, CodedCase
 
 #: The retrieval cache's corpus name (its key also has the notes' ids and texts).
 CORPUS = "learn"
@@ -219,6 +219,29 @@ def run(args: argparse.Namespace) -> int:
         f"alignment {align_seconds:.0f}, total {time.perf_counter() - started:.0f}"
     )
     return 0
+
+
+def archive_corpus(
+    notes: str,
+    codes: Path,
+    catalogue: Catalogue,
+    *,
+    id_key: str = "id",
+    text_key: str = "text",
+    stats: LearnStats | None = None,
+) -> CaseList:
+    """The notes of ``notes`` that have catalogue codes in ``codes``, as a corpus to fit on."""
+    from icdcoder.training.corpus import CaseList
+    from icdcoder.training.learn import coded_cases, read_codes
+
+    by_id = read_codes(codes)
+    read = read_notes(notes, id_key, text_key)
+    cases = coded_cases(read, by_id, catalogue, stats if stats is not None else LearnStats())
+    return CaseList(
+        name=CORPUS,
+        items=tuple(cases),
+        description=f"{Path(notes).name} coded by {codes.name}",
+    )
 
 
 def note_spans(notes: Sequence[RetrievedNote], span_vectors: Vectors) -> dict[str, NoteSpans]:

@@ -219,3 +219,24 @@ def test_learn_refuses_a_codes_file_for_other_notes(
     err = capsys.readouterr().err
     assert "have no note (e.g. 'b')" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_train_takes_notes_only_with_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--notes", str(tmp_path), "--out", str(tmp_path / "p"), "--name", "p"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--notes and --codes go together" in err and err.count("\n") == 1
+
+
+def test_archive_corpus_reads_notes_and_codes_in_catalogue_form(tmp_path: Path) -> None:
+    from icdcoder.commands.learn import archive_corpus
+
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"id": "a", "text": "Pain."}\n{"id": "b", "text": "High blood pressure."}\n')
+    codes = tmp_path / "codes.tsv"
+    codes.write_text("b\ti10\na\tr52\n")
+    corpus = archive_corpus(str(notes), codes, CATALOGUE)
+    assert [(c.case_id, c.codes) for c in corpus.cases()] == [("a", ("R52",)), ("b", ("I10",))]
+    assert corpus.description == "notes.jsonl coded by codes.tsv" and not corpus.reported
