@@ -9,7 +9,7 @@ export VLLM_VENV ?= $(HOME)/.cache/icdcoder/venv-vllm
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install index demo test lint typecheck unit eval memory pack bench clean vllm-setup deploy-check default-pack
+.PHONY: install index demo test lint typecheck unit eval memory pack learn eval-learn bench clean vllm-setup deploy-check default-pack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,23 @@ default-pack: install
 		--index $(INDEX_CSV) --index $(NEOPLASM_XML)
 	cp $(DEFAULT_PACK_TMP)/enrichment.tsv.gz $(DEFAULT_PACK_TMP)/manifest.json icdcoder/packs/default/
 	rm -rf $(DEFAULT_PACK_TMP)
+
+# A pack learnt from CodiEsp train's texts and document-level codes only (trainD.tsv, no
+# evidence spans): `icdcoder learn` (docs/memory.md, "Learning from a coded archive").
+LEARN_PACK ?= $(HOME)/.cache/icdcoder/packs/learn-codiesp-train
+
+$(LEARN_PACK)/manifest.json: | install
+	rm -rf $(LEARN_PACK)
+	$(BIN)/icdcoder learn --name learn-codiesp-train \
+		--notes $(SHARED)/data/codiesp/train/text_files_en \
+		--codes $(SHARED)/data/codiesp/train/trainD.tsv \
+		--out $(LEARN_PACK) \
+		--description "learnt from CodiEsp train texts and trainD.tsv (no evidence spans)"
+
+learn: $(LEARN_PACK)/manifest.json
+
+eval-learn: install $(LEARN_PACK)/manifest.json
+	$(BIN)/icdcoder eval --data $(SHARED)/data/codiesp --split dev --pack $(LEARN_PACK)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,7 @@ from icdcoder.shared.logging import PublicError, configure_logging
 COMMAND_MODULES = (
     "icdcoder.commands.code",
     "icdcoder.commands.index",
+    "icdcoder.commands.learn",
     "icdcoder.commands.eval",
     "icdcoder.commands.bus",
     "icdcoder.commands.memory",

@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--store",
         help="fit on the reviewed notes of this store (the review page's decisions are gold)",
     )
+    source.add_argument(
+        "--notes",
+        help="fit on an archive: a folder of .txt notes, .jsonl or .csv, with --codes",
+    )
+    parser.add_argument(
+        "--codes", type=Path, help="with --notes: 'id<TAB>code' lines, the notes' codes"
+    )
     parser.add_argument("--split", default="train", help="split to fit on (default train)")
     parser.add_argument("--lang", choices=sorted(TEXT_DIRS), default="en", help="default en")
     parser.add_argument("--out", type=Path, required=True, help="new pack folder")
@@ -84,6 +91,8 @@ def _problem(args: argparse.Namespace) -> str | None:
     """A one-line problem with the arguments, found before minutes of retrieval."""
     from icdcoder.services.verifier.span_model import FEATURES
 
+    if (args.notes is None) != (args.codes is None):
+        return "--notes and --codes go together"
     if not PACK_NAME.match(args.name):
         return f"pack name {args.name!r}: lower case letters, digits, '.', '_' and '-' only"
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
@@ -111,16 +120,25 @@ def run(args: argparse.Namespace) -> int:
         return fail(problem)
     settings = load_settings(args)
     corpus: Corpus
+    opened: OpenPack | None = None
     if args.store is not None:
         from icdcoder.review.learning import ReviewedCorpus
         from icdcoder.shared.store.migrate import open_store
         from icdcoder.shared.store.review import ReviewStore
 
         corpus = ReviewedCorpus(ReviewStore(open_store(settings.store, auto_create=False)))
+    elif args.notes is not None:
+        from icdcoder.commands.learn import archive_corpus
+
+        # an archive's codes are read in the catalogue's form: the pack first
+        opened = open_pack(settings.pack, cache_dir=settings.cache_dir)
+        corpus = archive_corpus(args.notes, args.codes, opened.catalogue)
     else:
         corpus = CodiEspCorpus(args.data, args.split, lang=args.lang)
     cases = trainable_cases(corpus)  # CorpusError: refused or unreadable, one line
-    opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
+    opened = opened or open_pack(
+        settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index
+    )
     try:
         base = read_weights(opened.pack.weights_path)
     except ValueError as exc:

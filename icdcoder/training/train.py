@@ -64,32 +64,28 @@ def _progress(desc: str) -> Any:
     return lambda cases: tqdm(cases, desc=desc, unit="note", file=sys.stderr)
 
 
-def retrieve_corpus(
+def retrieve_catalogue(
     corpus_name: str,
     cases: Sequence[CodedCase],
     opened: OpenPack,
     settings: Settings,
     *,
     progress: bool = True,
-    leave_case_out: bool = True,
-) -> TrainingData:
-    """Every case retrieved with the pack (cached), its memory searched leave-one-case-out
-    (``leave_case_out=False``: as the retriever searches it, for held-out cases)."""
+) -> tuple[Retrieved, bool]:
+    """Every case segmented and retrieved against the pack's catalogue texts only (cached: the
+    memory and weights are not in the key), with one vector per span; True when cached."""
     from icdcoder.services.retriever.adapters import catalogue_index, load_encoder, runtime
 
-    started = time.perf_counter()
     pack, config = opened.pack, settings.retriever
     descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
     key = retrieval_key(pack, config.top_k, runtime(config))
-    encoder = None
 
     def compute() -> Retrieved:
-        nonlocal encoder
         from icdcoder.services.retriever.core import Encoder, Retriever
         from icdcoder.services.retriever.vector_cache import stderr_progress
         from icdcoder.services.segmenter.core import Segmenter
 
-        encoder = encoder or load_encoder(pack, config, settings.cache_dir)
+        encoder = load_encoder(pack, config, settings.cache_dir)
         bundle = catalogue_index(
             pack,
             config,
@@ -121,14 +117,35 @@ def retrieve_corpus(
         )
 
     stem = cache_stem(settings.cache_dir, corpus_name, cases, key)
-    retrieved, hit = cached(stem, cases, compute)
+    return cached(stem, cases, compute)
+
+
+def retrieve_corpus(
+    corpus_name: str,
+    cases: Sequence[CodedCase],
+    opened: OpenPack,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    leave_case_out: bool = True,
+) -> TrainingData:
+    """Every case retrieved with the pack (cached), its memory searched leave-one-case-out
+    (``leave_case_out=False``: as the retriever searches it, for held-out cases)."""
+    from icdcoder.services.retriever.adapters import load_encoder, runtime
+
+    started = time.perf_counter()
+    pack, config = opened.pack, settings.retriever
+    descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
+    key = retrieval_key(pack, config.top_k, runtime(config))
+    stem = cache_stem(settings.cache_dir, corpus_name, cases, key)
+    retrieved, hit = retrieve_catalogue(corpus_name, cases, opened, settings, progress=progress)
     notes = retrieved.notes
     memory = opened.memory
     memory_notes: tuple[MemoryNote, ...] = ()
     if memory is not None:
         memory_notes = memory.notes
         if memory.examples:
-            encoder = encoder or load_encoder(pack, config, settings.cache_dir)
+            encoder = load_encoder(pack, config, settings.cache_dir)
             examples = ExampleVectors.encode(memory.examples, encoder)
             notes = tuple(
                 with_memory(
