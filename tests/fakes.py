@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from icdcoder.services.verifier.core import Verifier
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.messages import ContextFlags, Span
+from icdcoder.shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
 
 
 class HashingEncoder:
@@ -74,3 +74,31 @@ def verifier_from(
 
     notes = load_memory(memory, catalogue).notes if memory is not None else ()
     return make_verifier(VerifierConfig(**config), catalogue, VerifierWeights.read(weights), notes)
+
+
+def sentence_segmenter(family_prefix: str | None = None) -> Callable[[NoteIn], SegmentedNote]:
+    """A segmenter of one span per ``.``-separated sentence; a sentence starting with
+    ``family_prefix`` (when given) is a family span."""
+
+    def segment(note: NoteIn) -> SegmentedNote:
+        spans = []
+        for i, match in enumerate(re.finditer(r"[^.]+", note.text)):
+            text = match.group().strip()
+            if not text:
+                continue
+            start = note.text.index(text, match.start())
+            family = family_prefix is not None and text.startswith(family_prefix)
+            spans.append(
+                Span(
+                    span_id=f"s{i:04d}",
+                    start=start,
+                    end=start + len(text),
+                    text=text,
+                    sentence_start=start,
+                    sentence_end=start + len(text),
+                    context=ContextFlags(family=family),
+                )
+            )
+        return SegmentedNote(note_id=note.note_id, text=note.text, spans=spans)
+
+    return segment

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 
 from icdcoder.cli import main
 from icdcoder.shared.catalogue import Catalogue, CodeInfo
-from icdcoder.shared.messages import NoteIn, SegmentedNote, Span
 from icdcoder.training.corpus import CodedCase
 from icdcoder.training.learn import (
     AlignOptions,
@@ -24,7 +22,7 @@ from icdcoder.training.learn import (
     learn,
     read_codes,
 )
-from tests.fakes import HashingEncoder
+from tests.fakes import HashingEncoder, sentence_segmenter
 
 
 def info(code: str, description: str, *terms: str) -> CodeInfo:
@@ -45,24 +43,7 @@ CATALOGUE = Catalogue(
 class SentenceSegmenter:
     """One span per sentence (``.``-separated)."""
 
-    def segment(self, note: NoteIn) -> SegmentedNote:
-        spans = []
-        for i, match in enumerate(re.finditer(r"[^.]+", note.text)):
-            text = match.group().strip()
-            if not text:
-                continue
-            start = note.text.index(text, match.start())
-            spans.append(
-                Span(
-                    span_id=f"s{i:04d}",
-                    start=start,
-                    end=start + len(text),
-                    text=text,
-                    sentence_start=start,
-                    sentence_end=start + len(text),
-                )
-            )
-        return SegmentedNote(note_id=note.note_id, text=note.text, spans=spans)
+    segment = staticmethod(sentence_segmenter())
 
 
 def test_read_codes_keeps_order_drops_repeats_and_names_a_bad_line(tmp_path: Path) -> None:

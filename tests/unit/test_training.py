@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from icdcoder.services.verifier.span_model import FEATURES, SpanWeights
 from icdcoder.services.verifier.weights import VerifierWeights
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.memory import Example, MemoryNote
-from icdcoder.shared.messages import ContextFlags, NoteIn, SegmentedNote, Span
 from icdcoder.shared.pack import BUILTIN, Pack, load_pack, open_pack
 from icdcoder.shared.settings import Settings, VerifierConfig
 from icdcoder.training.corpus import (
@@ -51,7 +49,7 @@ from icdcoder.training.train import (
     fit_weights,
 )
 from icdcoder.training.weights_file import read_weights, with_note, write_weights
-from tests.fakes import HashingEncoder, NumpyIndex
+from tests.fakes import HashingEncoder, NumpyIndex, sentence_segmenter
 
 CODES = {
     "E11.9": "type 2 diabetes mellitus without complications",
@@ -83,27 +81,8 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def segment(note: NoteIn) -> SegmentedNote:
-    """One span per sentence; a sentence starting 'mother' is a family span."""
-    spans = []
-    for i, m in enumerate(re.finditer(r"[^.]+", note.text)):
-        text = m.group().strip()
-        if not text:
-            continue
-        start = note.text.index(text, m.start())
-        family = text.startswith("mother")
-        spans.append(
-            Span(
-                span_id=f"s{i:04d}",
-                start=start,
-                end=start + len(text),
-                text=text,
-                sentence_start=start,
-                sentence_end=start + len(text),
-                context=ContextFlags(family=family),
-            )
-        )
-    return SegmentedNote(note_id=note.note_id, text=note.text, spans=spans)
+#: One span per sentence; a sentence starting 'mother' is a family span.
+segment = sentence_segmenter(family_prefix="mother")
 
 
 def make_retriever(encoder: Encoder) -> Retriever:
