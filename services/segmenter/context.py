@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from icdcoder.services.segmenter.context_rules import as_phrases, context_rules
+from icdcoder.services.segmenter.light_import import import_context
 from icdcoder.services.segmenter.sentences import Sentence
 from icdcoder.shared.messages import ContextFlags
 
@@ -44,10 +45,10 @@ class ConText:
     """medspaCy's ConText with our rules, built once (loading the rules takes a while)."""
 
     def __init__(self) -> None:
-        import medspacy.context  # registers the "medspacy_context" factory
+        context = import_context()  # registers the "medspacy_context" factory; imports spaCy
         import spacy
 
-        self._graph_cls: Any = medspacy.context.ConTextGraph
+        self._graph_cls: Any = context.ConTextGraph
         self._nlp: Any = spacy.blank("en")
         self._context: Any = cast(
             Any, self._nlp.add_pipe("medspacy_context", config={"rules": None})

@@ -15,6 +15,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from icdcoder.services.segmenter.light_import import import_context
+
 
 def _words(words: str) -> list[str]:
     return words.split()
@@ -35,7 +37,7 @@ _TIME_UNITS = _words("day days week weeks month months hour hours night nights y
 
 def context_rules() -> list[Any]:
     """The ConText rules used: medspacy's defaults, less its family rule, plus these."""
-    from medspacy.context import ConTextRule
+    ConTextRule = import_context().ConTextRule
 
     def rule(literal: str, category: str, direction: str, pattern: Any = None) -> Any:
         return ConTextRule(literal, category, pattern=pattern, direction=direction)
@@ -148,7 +150,7 @@ def as_phrases(rules: list[Any]) -> list[Any]:
     costs well under one. Patterns using more than "LOWER" (a string or {"IN": [...]}) and
     "OP": "?" stay token patterns (at least one should: spaCy warns on an empty Matcher).
     """
-    from medspacy.context import ConTextRule
+    ConTextRule = import_context().ConTextRule
 
     out: list[Any] = []
     for rule in rules:
@@ -184,8 +186,9 @@ def as_phrases(rules: list[Any]) -> list[Any]:
 
 def _default_rules_path() -> str:
     """medspacy ships its English ConText rules beside the package (resources/en)."""
-    import medspacy.context.context as module
-
     return str(
-        Path(module.__file__).resolve().parents[2] / "resources" / "en" / "context_rules.json"
+        Path(import_context().context.__file__).resolve().parents[2]
+        / "resources"
+        / "en"
+        / "context_rules.json"
     )

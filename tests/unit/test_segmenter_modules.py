@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from itertools import pairwise
 
 import pytest
@@ -140,3 +142,25 @@ def test_variant_splitters_keep_the_sentence_contract() -> None:
         by_text = {VARIANT_NOTE[s.start : s.end]: s.section for s in found}
         assert by_text["Mother with diabetes."] == "family_history"
         assert by_text["Metformin 500 mg."] == "medications"
+
+
+def test_context_loads_without_medspacys_other_components_or_torch() -> None:
+    """ConText alone: no PyRuSH, QuickUMLS, NLTK, SciPy or torch; a later import is the real one."""
+    script = """
+import sys
+from icdcoder.services.segmenter.context import ConText
+from icdcoder.services.segmenter.sentences import split_sentences
+text = "She denies chest pain. Her mother had breast cancer."
+context = ConText()
+cues = context.cues(text, split_sentences(text))
+flags = context.flags(cues, [(11, 21), (38, 51)])
+heavy = ["torch", "scipy", "nltk", "quickumls", "PyRuSH", "medspacy"]
+print([name for name in heavy if name in sys.modules])
+print([(f.negated, f.family) for f in flags])
+import medspacy
+print(callable(medspacy.load))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert run.stdout.splitlines() == ["[]", "[(True, False), (False, True)]", "True"]
