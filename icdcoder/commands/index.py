@@ -1,4 +1,5 @@
-"""``icdcoder index build``: embed the pack's catalogue texts and cache the FAISS index."""
+"""``icdcoder index build``: embed the pack's catalogue texts and cache the FAISS index (and
+the BM25 index over the same texts when lexical retrieval is on)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def run_build(args: argparse.Namespace) -> int:
     )
     size = sum(f.stat().st_size for f in bundle.directory.iterdir())
     verb = "built" if bundle.built else "reused"
+    if settings.retriever.lexical:  # cached beside it, so the first note does not wait for it
+        from icdcoder.services.retriever.lexical import LexicalIndex
+
+        LexicalIndex.load_or_build(bundle.rows.texts, settings.cache_dir)
     print(
         f"{verb} {bundle.index.kind} index of pack {opened.pack.id}: "
         f"{bundle.index.size:,} texts, {size / 2**20:.1f} MiB at {bundle.directory} "

@@ -21,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from icdcoder.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -54,6 +56,8 @@ class LexicalIndex:
             model = bm25s.BM25()
             model.index(self._tokenize(texts), show_progress=False)
         self._model = model
+        self._vocabulary: dict[str, int] = model.vocab_dict
+        self._scores = _term_document_matrix(model.scores)
         self.size = len(texts)
 
     @classmethod
@@ -101,24 +105,50 @@ class LexicalIndex:
         if not queries or k == 0:
             return [[] for _ in queries]
         tokens = self._tokenize(queries, ids=False)
-        found: list[list[int]] = [[] for _ in queries]
-        asked = [i for i, words in enumerate(tokens) if words]
-        if asked:
-            rows, scores = self._model.retrieve(
-                [tokens[i] for i in asked], k=k, show_progress=False, n_threads=1
-            )
-            for position, i in enumerate(asked):
-                hits = [
-                    int(row)
-                    for row, score in zip(rows[position], scores[position], strict=True)
-                    if score > 0
-                ]
-                exact = [row for row in hits if self.is_exact(row, queries[i])]
-                found[i] = exact + [row for row in hits if row not in exact]
+        scores = _query_matrix(tokens, self._vocabulary, self._scores.shape[0]) @ self._scores
+        found: list[list[int]] = []
+        for i, query in enumerate(queries):
+            begin, stop = scores.indptr[i], scores.indptr[i + 1]
+            rows, values = scores.indices[begin:stop], scores.data[begin:stop]
+            rows, values = rows[values > 0], values[values > 0]
+            if len(rows) > k:
+                best = np.argpartition(-values, k - 1)[:k]
+                rows, values = rows[best], values[best]
+            hits = [int(row) for row in rows[np.lexsort((rows, -values))]]
+            exact = [row for row in hits if self.is_exact(row, query)]
+            found.append(exact + [row for row in hits if row not in exact])
         return found
 
     def is_exact(self, row: int, query: str) -> bool:
         return _key(self._texts[row]) == _key(query)
+
+
+def _term_document_matrix(scores: dict[str, Any]) -> Any:
+    """bm25s's index (each word's BM25 weight in each row: CSR by word) as a sparse matrix."""
+    from scipy.sparse import csr_matrix
+
+    words = len(scores["indptr"]) - 1
+    matrix = (scores["data"], scores["indices"], scores["indptr"])
+    return csr_matrix(matrix, shape=(words, int(scores["num_docs"])))
+
+
+def _query_matrix(tokens: Sequence[Sequence[str]], vocabulary: dict[str, int], size: int) -> Any:
+    """Queries by words: how often each query has each indexed word (BM25 sums per word).
+
+    bm25s's vocabulary may hold one more entry than its matrix has words: the empty token."""
+    from scipy.sparse import csr_matrix
+
+    query_rows: list[int] = []
+    word_columns: list[int] = []
+    for row, words in enumerate(tokens):
+        for word in words:
+            column = vocabulary.get(word)
+            if column is not None and column < size:
+                query_rows.append(row)
+                word_columns.append(column)
+    counts = np.ones(len(query_rows), dtype=np.float32)
+    shape = (len(tokens), size)
+    return csr_matrix((counts, (query_rows, word_columns)), shape=shape)
 
 
 #: Marks a cache folder as complete.
