@@ -186,6 +186,29 @@ def test_bm25_lexical_index_on_real_words() -> None:
     assert index.search(["Paroxysmal  atrial fibrillation."], k=4)[0][0] == 2  # exact first
 
 
+def test_bm25_batch_scores_are_bm25s_own() -> None:
+    """A batch scored as one sparse product ranks each query as bm25s scores it alone."""
+    import bm25s
+
+    texts = [
+        "Chronic kidney disease, stage 3",
+        "Chronic obstructive pulmonary disease with acute exacerbation",
+        "Acute kidney failure, unspecified",
+        "Kidney stone",
+        "Pulmonary embolism",
+        "Disease of kidney, chronic, stage 4 (severe)",
+    ]
+    # "pulmonary pulmonary stone": the repeated word counts twice (row 4 first, not row 3)
+    queries = ["acute kidney injury", "pulmonary pulmonary stone", "lung", "pulmonary disease"]
+    index = LexicalIndex(texts)
+    reference = bm25s.BM25()
+    reference.index(index._tokenize(texts), show_progress=False)
+    for query, found in zip(queries, index.search(queries, k=3), strict=True):
+        scores = reference.get_scores(index._tokenize([query], ids=False)[0] or [""])
+        expected = sorted((i for i in range(len(texts)) if scores[i] > 0), key=lambda i: -scores[i])
+        assert [scores[i] for i in found] == [scores[i] for i in expected[:3]], query
+
+
 def test_bm25_index_cached_by_its_texts(tmp_path: Path) -> None:
     texts = ["Paroxysmal atrial fibrillation", "Essential (primary) hypertension"]
     built = LexicalIndex.load_or_build(texts, tmp_path)
