@@ -94,6 +94,7 @@ def score(loaded: Loaded, variant: Variant) -> EvalReport:
         catalogue_version=loaded.catalogue.version,
         wall_seconds=1.0,
         is_valid=loaded.catalogue.is_valid,
+        is_code=loaded.catalogue.is_leaf,
     )
 
 

@@ -70,6 +70,7 @@ async def run(variant: str, data: Path, split: str, limit: int | None) -> dict[s
         cases,
         progress=False,
         is_valid=pipeline.catalogue.is_valid,
+        is_code=pipeline.catalogue.is_leaf,
         split=split,
         lang="en",
     )

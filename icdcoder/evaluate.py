@@ -90,6 +90,10 @@ class EvalReport(_Model):
     predicted_pairs: int
     map: float
     map_predicted_cases: float
+    #: MAP with predictions under an older edition's gold code counted as it
+    #: (:func:`metrics.edition_mapped`), and how many gold pairs name such a code.
+    map_edition_mapped: float = 0.0
+    older_edition_gold_pairs: int = 0
     micro: MicroScores
     macro: Scores
     macro_labels: int
@@ -133,13 +137,16 @@ async def evaluate(
     *,
     progress: bool = True,
     is_valid: Callable[[str], bool] = metrics.always_valid,
+    is_code: Callable[[str], bool] = metrics.always_valid,
     split: str = "",
     lang: str = "",
 ) -> EvalReport:
     """Code every case with ``pipeline`` and score the results against their gold codes.
 
     ``is_valid`` tells which gold codes exist in the pipeline's catalogue (e.g.
-    ``Catalogue.is_valid``); invalid ones are counted and still scored as misses.
+    ``Catalogue.is_valid``); invalid ones are counted and still scored as misses. ``is_code``
+    tells which can be assigned in its edition (``Catalogue.is_leaf``), for the
+    edition-mapped MAP.
     """
     started = time.perf_counter()
     runs = await run_cases(pipeline, cases, progress=progress)
@@ -148,6 +155,7 @@ async def evaluate(
         catalogue_version=pipeline.catalogue_version,
         wall_seconds=time.perf_counter() - started,
         is_valid=is_valid,
+        is_code=is_code,
         split=split,
         lang=lang,
     )
@@ -227,6 +235,7 @@ def build_report(
     catalogue_version: str,
     wall_seconds: float,
     is_valid: Callable[[str], bool] = metrics.always_valid,
+    is_code: Callable[[str], bool] = metrics.always_valid,
     split: str = "",
     lang: str = "",
 ) -> EvalReport:
@@ -255,6 +264,12 @@ def build_report(
         predicted_pairs=sum(len(codes) for codes in asserted.values()),
         map=metrics.mean_average_precision(ranked, gold),
         map_predicted_cases=metrics.mean_average_precision(ranked, gold, predicted_cases_only=True),
+        map_edition_mapped=metrics.mean_average_precision(
+            metrics.edition_mapped(ranked, gold, is_code), gold
+        ),
+        older_edition_gold_pairs=sum(
+            1 for codes in gold.values() for code in set(codes) if not is_code(code)
+        ),
         micro=MicroScores(
             precision=micro.precision,
             recall=micro.recall,

@@ -92,6 +92,27 @@ def mean_average_precision(
     return sum(scores) / len(scores) if scores else 0.0
 
 
+def edition_mapped(
+    predicted: RankedCodes, gold: CaseCodes, is_code: Callable[[str], bool]
+) -> dict[str, list[str]]:
+    """Each case's ranking with every prediction that lies under a gold code the catalogue's
+    edition cannot assign (``is_code`` false) renamed to that gold code.
+
+    CodiEsp's gold was coded with an older edition: R51 (headache), M54.5 (low back pain),
+    R05 (cough) and E87.2 (acidosis) were codes then and are categories now (R51.9, M54.50,
+    R05.9, E87.20 ...), and its injury codes leave off the 7th character (T14.8 for
+    T14.8XXA). A prediction under such a gold code names the same condition in the current
+    edition; this ranking lets MAP count it. Everything else is scored as it stands.
+    """
+    out: dict[str, list[str]] = {}
+    for case, codes in predicted.items():
+        older = [code for code in gold.get(case, ()) if not is_code(code)]
+        out[case] = [
+            next((g for g in older if code != g and code.startswith(g)), code) for code in codes
+        ]
+    return out
+
+
 # --- precision, recall, F1 ------------------------------------------------------------------
 
 

@@ -100,6 +100,11 @@ class Catalogue:
     def is_valid(self, code: str) -> bool:
         return self.get(code) is not None
 
+    def is_leaf(self, code: str) -> bool:
+        """Whether the code can be assigned in this edition (a code, not a category)."""
+        info = self.get(code)
+        return info is not None and info.is_leaf
+
     def ancestors(self, code: str) -> list[str]:
         """Parent, grandparent, ... up to the category (chapters and blocks excluded)."""
         out: list[str] = []

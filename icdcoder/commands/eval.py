@@ -73,23 +73,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build(settings: Settings) -> tuple[CodingPipeline, Callable[[str], bool]]:
-    """The pipeline, and the catalogue's validity test for gold codes (one catalogue load)."""
+def build(
+    settings: Settings,
+) -> tuple[CodingPipeline, Callable[[str], bool], Callable[[str], bool]]:
+    """The pipeline, and the catalogue's tests for gold codes: is it in the catalogue, can it
+    be assigned in this edition (one catalogue load)."""
     from icdcoder.bootstrap import build_pipeline
 
     pipeline = build_pipeline(settings)
-    return pipeline, pipeline.catalogue.is_valid
+    return pipeline, pipeline.catalogue.is_valid, pipeline.catalogue.is_leaf
 
 
 async def _evaluate(
     cases: Sequence[CodiEspCase], args: argparse.Namespace, settings: Settings
 ) -> EvalReport:
-    pipeline, is_valid = build(settings)
+    pipeline, is_valid, is_code = build(settings)
     return await evaluate(
         pipeline,
         cases,
         progress=not args.no_progress,
         is_valid=is_valid,
+        is_code=is_code,
         split=args.split,
         lang=args.lang,
     )
@@ -108,6 +112,9 @@ def summary(report: EvalReport) -> str:
         f"  MAP                {report.map:.4f}   "
         f"({report.map_predicted_cases:.4f} over the {with_predictions:,} gold cases "
         "with predictions)",
+        f"  MAP, edition-mapped {report.map_edition_mapped:.4f}  "
+        f"(a prediction under one of the {report.older_edition_gold_pairs:,} gold pairs whose "
+        f"code {report.catalogue_version} cannot assign counts as it: docs/evaluation.md)",
         f"  micro P / R / F1   {micro.precision:.4f} / {micro.recall:.4f} / {micro.f1:.4f}   "
         f"(tp {micro.tp:,}, fp {micro.fp:,}, fn {micro.fn:,})",
         f"  macro P / R / F1   {macro.precision:.4f} / {macro.recall:.4f} / {macro.f1:.4f}   "

@@ -334,18 +334,21 @@ def test_eval_command_runs_and_writes_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = make_split(
-        tmp_path / "codiesp", {"c1": "Diabetes.", "c2": "Fever."}, "c1\te11.9\nc2\tr50.9\n"
+        tmp_path / "codiesp", {"c1": "Diabetes.", "c2": "Headache."}, "c1\te11.9\nc2\tr51\n"
     )
-    pipeline = FakePipeline(answers={"c1": [("E11.9", 0.9)]}, candidates={"c1": [["E11.9"]]})
-    monkeypatch.setattr(eval_command, "build", lambda settings: (pipeline, always_valid))
+    answers = {"c1": [("E11.9", 0.9)], "c2": [("R51.9", 0.8)]}  # R51 is a category now
+    pipeline = FakePipeline(answers=answers, candidates={"c1": [["E11.9"]]})
+    is_code = lambda code: code != "r51"  # noqa: E731
+    monkeypatch.setattr(eval_command, "build", lambda settings: (pipeline, always_valid, is_code))
     out = tmp_path / "reports"
     args = parse(["eval", "--data", str(data), "--split", "dev", "--limit", "2"])
     args.out, args.no_progress = out, True
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
     assert "MAP                0.5000" in printed  # c1 AP 1, c2 AP 0
-    assert "micro P / R / F1   1.0000 / 0.5000 / 0.6667" in printed
-    assert (out / "predictions-dev.tsv").read_text() == "c1\te11.9\n"
+    assert "MAP, edition-mapped 1.0000  (a prediction under one of the 1 gold" in printed
+    assert "micro P / R / F1   0.5000 / 0.5000 / 0.5000" in printed
+    assert (out / "predictions-dev.tsv").read_text() == "c1\te11.9\nc2\tr51.9\n"
     assert json.loads((out / "eval-dev.json").read_text())["cases"] == 2
 
 

@@ -6,11 +6,13 @@ import pytest
 
 from icdcoder.metrics import (
     Confusion,
+    always_valid,
     average_precision,
     candidate_hits,
     candidate_recall,
     case_confusion,
     category_form,
+    edition_mapped,
     gold_form,
     gold_pairs,
     invalid_gold,
@@ -211,3 +213,15 @@ def test_invalid_gold_lists_each_case_code_pair() -> None:
     assert invalid_gold(gold, lambda code: code != "s02.0xx") == ["s02.0xx", "s02.0xx"]
     assert invalid_gold(gold) == []  # default: every code counts as valid
     assert gold_pairs(gold) == 4  # the invalid ones stay in the denominator
+
+
+def test_edition_mapped_counts_a_prediction_under_an_older_editions_gold_code() -> None:
+    older = {"r51", "t14.8", "m54.5"}  # codes then, categories (or 7th-character stems) now
+    predicted = {"a": ["r51.9", "r51.0", "i10", "t14.8xxa"], "b": ["m54.50", "r51.9"]}
+    gold = {"a": ["r51", "t14.8", "i10"], "b": ["m54.50"]}
+    mapped = edition_mapped(predicted, gold, lambda code: code not in older)
+    # under an older gold code: renamed to it (a repeat then takes no rank); others unchanged
+    assert mapped == {"a": ["r51", "r51", "i10", "t14.8"], "b": ["m54.50", "r51.9"]}
+    assert mean_average_precision(mapped, gold) == 1.0
+    assert average_precision(predicted["a"], gold["a"]) == pytest.approx(1 / 9)  # i10 third
+    assert edition_mapped(predicted, gold, always_valid) == predicted  # current gold: as is
