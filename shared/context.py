@@ -29,6 +29,15 @@ def query_texts(span: Span) -> list[str]:
 
 FAMILY_HISTORY = ("Z80", "Z81", "Z82", "Z83", "Z84")
 PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z92")
+#: Lifelong conditions: "a history of hypertension" says the patient has it (it does not
+#: resolve), so a historical span may produce the condition's own code, not only a personal
+#: history code (the Official Guidelines keep Z85-Z87 for conditions that no longer exist).
+CHRONIC = (
+    *("I10", "I11", "I12", "I13", "I15", "I25", "I48", "I50"),  # hypertensive, ischaemic, AF, HF
+    *("E03", "E10", "E11", "E13", "E66", "E78"),  # hypothyroidism, diabetes, obesity, lipids
+    *("J44", "J45", "N18", "N40", "K50", "K51", "K74", "B18", "B20"),
+    *("G20", "G30", "G35", "G40", "F20", "F31", "M05", "M06", "M15", "M16", "M17", "M81"),
+)
 
 
 def context_reason(span: Span, code: str) -> str | None:
@@ -40,6 +49,6 @@ def context_reason(span: Span, code: str) -> str | None:
         return "hypothetical or uncertain"
     if ctx.family and not code.startswith(FAMILY_HISTORY):
         return "family history: the condition is a relative's"
-    if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY):
+    if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY + CHRONIC):
         return "historical: a past condition, not a current one"
     return None

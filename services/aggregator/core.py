@@ -5,7 +5,9 @@ Rules, in order:
 1. Only accepted (and, if configured, review) verdicts for codes in the current catalogue count.
 2. Context: a negated or hypothetical span produces no code. A family span produces only a
    family-history code (Z80-Z84), a historical span only a personal-history code (Z85-Z87,
-   Z92); the condition's own code is kept visible under ``excluded`` with the reason.
+   Z92) or the code of a lifelong condition ("a history of hypertension" is I10:
+   ``shared/context.CHRONIC``); the condition's own code is kept visible under ``excluded``
+   with the reason.
 3. A code whose children are 7th-character extensions becomes its default billable code.
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.

@@ -69,6 +69,24 @@ def test_context_reasons() -> None:
     assert context_reason(span("Rule out pneumonia", "d", hypothetical=True), "J18.9") is not None
 
 
+def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
+    """ "A history of hypertension": the patient has it (it does not resolve)."""
+
+    def alone(text: str, sid: str, **flags: bool) -> Span:
+        return make_span(text, text, sid, **flags)
+
+    hypertension = alone("history of hypertension", "e", historical=True)
+    assert context_reason(hypertension, "I10") is None
+    assert context_reason(hypertension, "Z86.79") is None  # a history code still may
+    assert context_reason(alone("history of dyslipidemia", "f", historical=True), "E78.5") is None
+    stroke = alone("history of stroke", "g", historical=True)
+    assert context_reason(stroke, "I63.9") is not None  # an event in the past: Z86.73
+    denied = alone("No hypertension", "h", negated=True, historical=True)
+    assert context_reason(denied, "I10") == "negated"
+    relative = alone("Mother with hypertension", "i", family=True, historical=True)
+    assert context_reason(relative, "I10") is not None
+
+
 def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalogue) -> None:
     spans = [
         span("Denies chest pain", "s1", negated=True),
