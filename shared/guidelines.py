@@ -53,6 +53,33 @@ def states_title(evidence: str, titles: Iterable[str]) -> bool:
     return bool(said) and any(said in title_forms(title) for title in titles)
 
 
+# ---------------------------------------------------------------- documented specificity
+
+#: What a title asks for nothing by: "unspecified", "uncomplicated", and clauses of absence
+#: ("without complications", "not intractable"); parenthesised words are non-essential.
+_DEFAULT_WORDING = re.compile(
+    r"\b(?:without|not)\b[^,;]*|\b(?:unspecified|uncomplicated|nos)\b", re.I
+)
+_FUNCTION_WORDS = frozenset(
+    "a an and are as at be by for from in into is of on or the to with due".split()  # noqa: SIM905
+)
+
+
+def _stem(word: str) -> str:
+    return word[:6]  # as the verifier's word overlap: "calculi" meets "calculus"
+
+
+def undocumented(title: str, said: str) -> list[str]:
+    """The words of a code's title that ``said`` does not state, in title order: what the code
+    asserts beyond the documentation ("hyperglycemia" for E11.65 on "type 2 diabetes
+    mellitus"; "other" for J45.998 on "asthma"). Non-essential words, "unspecified" and
+    clauses of absence ask for nothing, so E11.9 asks for "type 2 diabetes mellitus" only."""
+    core = _DEFAULT_WORDING.sub(" ", _PARENTHESES.sub(" ", title))
+    stated = {_stem(w) for w in _words(said).split()}
+    wanted = [w for w in _words(core).split() if w not in _FUNCTION_WORDS]
+    return list(dict.fromkeys(w for w in wanted if _stem(w) not in stated))
+
+
 # ---------------------------------------------------------------- signs and symptoms
 
 #: Chapter-R blocks whose symptoms belong to a body system, and the chapters (first letter

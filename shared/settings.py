@@ -159,6 +159,11 @@ class AggregatorConfig(Section):
         default=True,
         description="a code whose title the evidence states word for word is settled first",
     )
+    documented_specificity: bool = Field(
+        default=True,
+        description="an accepted code whose title asks for words its sentences do not state "
+        "gives way to a sibling they state in full (E11.65 on 'type 2 diabetes': E11.9)",
+    )
     symptoms: Literal["off", "system", "sentence", "both", "either"] = Field(
         default="system",
         description="accepted R codes to review beside an accepted diagnosis of their body "

@@ -12,10 +12,15 @@ Rules, in order:
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
-6. Conflicts, most confident code first (a code whose title its evidence states word for word,
+6. Documented specificity: an accepted code whose title asks for words its evidence sentences
+   do not state gives way to a code of its category, on some of the same evidence, whose
+   title they state in full ("type 2 diabetes mellitus": E11.9, not E11.65 "with
+   hyperglycemia"); the two exchange confidence and acceptance (``documented_specificity``).
+7. Conflicts, most confident code first (a code whose title its evidence states word for word,
    "Type 2 diabetes mellitus without complications", before the others:
    ``shared/guidelines.py``); the code in conflict goes to review with the reason, or, when
-   review codes are not kept, is excluded with it:
+   review codes are not kept, is excluded with it (a stated code that displaces a more
+   confident one of its category takes that confidence, so it ranks above it):
    - a code that does not fit the patient: another sex's organs, or a pregnancy code in a note
      that mentions no pregnancy (``shared/consistency.py``);
    - Excludes1 with a more confident accepted code (both are reported only when the conditions
@@ -27,13 +32,13 @@ Rules, in order:
      injury, poisoning or complication of care ("acute kidney injury" is N17.9);
    - a code other than a Z code whose evidence only names a test or procedure ("chest pain"
      on "chest X-ray").
-7. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
+8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
-8. "With": the combination code the guidelines presume from accepted codes (I10 and I50.-:
+9. "With": the combination code the guidelines presume from accepted codes (I10 and I50.-:
    I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
    lowest of their confidences.
-9. Ranked by confidence.
+10. Ranked by confidence.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from icdcoder.shared.guidelines import (
     names_test_or_procedure,
     states_title,
     trauma_wording,
+    undocumented,
 )
 from icdcoder.shared.messages import (
     CodedNote,
@@ -116,6 +122,7 @@ class Aggregator:
         self._one_per_category = config.one_code_per_category
         self._patient_checks = config.patient_checks
         self._stated_title = config.stated_title
+        self._documented_specificity = config.documented_specificity
         self._symptoms = config.symptoms
         self._injury_needs_trauma = config.injury_needs_trauma
         self._combination_codes = config.combination_codes
@@ -148,6 +155,8 @@ class Aggregator:
             item.span.span_id: note.text[item.span.sentence_start : item.span.sentence_end]
             for item in note.items
         }
+        if self._documented_specificity:
+            self._give_way_to_documented(kept, sentences)
         kept, dropped = self._resolve_conflicts(kept, read_facts(note.text), sentences)
         dropped += self._explained_symptoms(kept, sentences)
         kept = [entry for entry in kept if all(entry is not d for d, _ in dropped)]
@@ -237,6 +246,40 @@ class Aggregator:
         titles = self._titles(self._catalogue.ancestors(accepted.code))
         return all(states_title(entry.evidence[span_id].text, titles) for span_id in extra)
 
+    def _give_way_to_documented(self, entries: list[_Entry], sentences: dict[str, str]) -> None:
+        """An accepted code whose title asks for words its evidence sentences do not state
+        gives way to a code of its category, on some of the same evidence, whose title they
+        state in full: that one is accepted with the confidence, and conflicts then send the
+        other to review ("type 2 diabetes mellitus": E11.9, not E11.65 "with hyperglycemia").
+        Injury codes (their 7th character and site carry defaults of their own) are left be."""
+        for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
+            if not entry.accepted or is_injury_chapter(entry.code):
+                continue
+            said = " ".join(sentences.get(i, ev.text) for i, ev in entry.evidence.items())
+            missing = undocumented(entry.description, said)
+            if not missing:
+                continue
+            for other in sorted(entries, key=lambda e: (-e.confidence, e.code)):
+                if (
+                    other is entry
+                    or other.code[:3] != entry.code[:3]
+                    or other.confidence >= entry.confidence
+                    or not other.evidence.keys() & entry.evidence.keys()
+                    or undocumented(other.description, said)
+                ):
+                    continue
+                words = " ".join(missing)
+                other.accepted = True
+                other.confidence, entry.confidence = entry.confidence, other.confidence
+                other.justification += (
+                    f" Accepted in place of {entry.code}: its sentences do not document"
+                    f" '{words}', and a code is as specific as the documentation."
+                )
+                entry.justification += (
+                    f" {other.code} takes its place: '{words}' is not documented."
+                )
+                break
+
     def _resolve_conflicts(
         self, entries: list[_Entry], facts: NoteFacts, sentences: dict[str, str]
     ) -> tuple[list[_Entry], list[tuple[_Entry, str]]]:
@@ -250,8 +293,12 @@ class Aggregator:
             conflict = self._conflict(entry, kept, facts, sentences)
             if conflict is None:
                 kept.append(entry)
-            else:
-                self._demote(entry, conflict, kept, dropped)
+                continue
+            winner = self._category_winner(entry, [k for k in kept if k.accepted])
+            if winner is not None and winner.confidence < entry.confidence:
+                # a stated title settled first: it ranks above the code it displaced
+                winner.confidence, entry.confidence = entry.confidence, winner.confidence
+            self._demote(entry, conflict, kept, dropped)
         return kept, dropped
 
     def _demote(
@@ -357,14 +404,22 @@ class Aggregator:
                     f"Excludes1 with {k.code}, which is more confident",
                     "both are reported only when the conditions are unrelated",
                 )
-        if self._one_per_category:
-            for k in accepted:
-                if k.code[:3] == entry.code[:3] and self._only_general(entry, k):
-                    return (
-                        f"{k.code}, of the same category, is more confident on the same evidence",
-                        "a condition is coded once, as specifically as the note documents it",
-                    )
+        winner = self._category_winner(entry, accepted)
+        if winner is not None:
+            return (
+                f"{winner.code}, of the same category, is more confident on the same evidence",
+                "a condition is coded once, as specifically as the note documents it",
+            )
         return None
+
+    def _category_winner(self, entry: _Entry, accepted: list[_Entry]) -> _Entry | None:
+        """The accepted code of the entry's category that its evidence all supports, if any."""
+        if not self._one_per_category:
+            return None
+        return next(
+            (k for k in accepted if k.code[:3] == entry.code[:3] and self._only_general(entry, k)),
+            None,
+        )
 
 
 def _evidence(span: Span) -> Evidence:

@@ -191,6 +191,31 @@ def test_noisy_or_ranks_a_code_stated_twice_above_a_single_stronger_one(
     assert len(combined.codes[0].evidence) == 2
 
 
+def test_a_code_asking_for_more_than_is_documented_gives_way_to_one_stated_in_full(
+    catalogue: Catalogue,
+) -> None:
+    text = "Type 2 diabetes mellitus. Type 2 diabetes mellitus with hyperglycemia."
+    plain = make_span("Type 2 diabetes mellitus", text, "s1")
+    verdicts = [verdict("s1", "E11.65", 0.6), verdict("s1", "E11.9", 0.1, "review")]
+    out = run(catalogue, [plain], verdicts, text=text)
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [
+        ("E11.9", "accept", 0.6),
+        ("E11.65", "review", 0.1),
+    ]
+    assert "in place of E11.65" in out.codes[0].justification
+    assert "'hyperglycemia' is not documented" in out.codes[1].justification
+    off = run(catalogue, [plain], verdicts, text=text, documented_specificity=False)
+    assert [(c.code, c.decision) for c in off.codes] == [("E11.65", "accept"), ("E11.9", "review")]
+    # documented in its sentence: E11.65 stands
+    second = text[26:]
+    stated = make_span("Type 2 diabetes mellitus", second, "s2").model_copy(
+        update={"sentence_end": len(second)}
+    )
+    verdicts = [verdict("s2", "E11.65", 0.6), verdict("s2", "E11.9", 0.1, "review")]
+    out = run(catalogue, [stated], verdicts, text=second)
+    assert (out.codes[0].code, out.codes[0].decision) == ("E11.65", "accept")
+
+
 def test_a_second_code_of_one_category_on_the_same_evidence_goes_to_review(
     catalogue: Catalogue,
 ) -> None:
@@ -243,10 +268,13 @@ def test_a_code_whose_title_the_note_states_is_settled_before_its_siblings(
         verdict("s2", "E11.9", 0.2),
     ]
     out = run(catalogue, [general, stated], verdicts, text=text)
-    decisions = {c.code: c.decision for c in out.codes}
-    # E11.8's extra evidence only names the category, which E11.9 codes more specifically
-    assert decisions == {"E11.8": "review", "E11.9": "accept"}
-    assert "E11.9, of the same category" in out.codes[0].justification
+    # E11.8's extra evidence only names the category, which E11.9 codes more specifically;
+    # E11.9, settled first, ranks above the code it displaced
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [
+        ("E11.9", "accept", 0.56),
+        ("E11.8", "review", 0.2),
+    ]
+    assert "E11.9, of the same category" in out.codes[1].justification
     off = run(catalogue, [general, stated], verdicts, text=text, stated_title=False)
     assert {c.code: c.decision for c in off.codes} == {"E11.8": "accept", "E11.9": "review"}
 

@@ -8,6 +8,7 @@ from icdcoder.shared.guidelines import (
     states_title,
     title_forms,
     trauma_wording,
+    undocumented,
 )
 
 
@@ -89,3 +90,15 @@ def test_a_test_or_procedure_name() -> None:
         "the patient then underwent an abdominal ultrasound",  # more than four words before
     ):
         assert not names_test_or_procedure(finding), finding
+
+
+def test_what_a_title_asks_for_beyond_the_documentation() -> None:
+    said = "Type 2 diabetes mellitus, treated with metformin"
+    assert undocumented("Type 2 diabetes mellitus with hyperglycemia", said) == ["hyperglycemia"]
+    # absence clauses, "unspecified" and parenthesised words ask for nothing
+    assert undocumented("Type 2 diabetes mellitus without complications", said) == []
+    assert undocumented("Other asthma", "asthma") == ["other"]
+    assert undocumented("Unspecified asthma, uncomplicated", "asthma") == []
+    epilepsy = "Epilepsy, unspecified, not intractable, without status epilepticus"
+    assert undocumented(epilepsy, "known epilepsy") == []
+    assert undocumented("Essential (primary) hypertension", "hypertension") == ["essential"]
