@@ -211,6 +211,27 @@ def names_test_or_procedure(text: str) -> bool:
     return _NAMES_TEST.match(" ".join(text.split())) is not None
 
 
+#: Z00-Z13, persons encountering health services for examinations: the reason for a visit.
+_EXAMINATION_ENCOUNTER = tuple(f"Z{n:02d}" for n in range(14))
+_VISIT_WORDING = re.compile(
+    r"\b(?:check-?ups?|screening|routine|annual|well[- ](?:child|baby|woman|man)"
+    r"|pre-?employment|health (?:check|assessment|examination)|general medical examination)\b",
+    re.I,
+)
+
+
+def is_examination_encounter(code: str) -> bool:
+    """Z00-Z13: an encounter for an examination, screening or observation."""
+    return code.upper().startswith(_EXAMINATION_ENCOUNTER)
+
+
+def names_a_visit(text: str) -> bool:
+    """True when the text names a visit made for an examination (a check-up, a screening, a
+    routine or general medical examination), not an examination done in the course of care
+    ("Physical examination", "chest X-ray")."""
+    return _VISIT_WORDING.search(text) is not None
+
+
 # ---------------------------------------------------------------- "with"
 
 

@@ -175,7 +175,8 @@ class AggregatorConfig(Section):
     )
     procedure_names: bool = Field(
         default=True,
-        description="a code whose evidence only names a test or procedure goes to review",
+        description="a code whose evidence only names a test or procedure, or a Z00-Z13 "
+        "encounter-for-examination code whose sentences name no such visit, goes to review",
     )
     combination_codes: bool = Field(
         default=True,

@@ -31,7 +31,8 @@ Rules, in order:
    - an injury-chapter code (S00-T88) whose evidence sentences name no external cause, no
      injury, poisoning or complication of care ("acute kidney injury" is N17.9);
    - a code other than a Z code whose evidence only names a test or procedure ("chest pain"
-     on "chest X-ray").
+     on "chest X-ray"), and an encounter-for-examination code (Z00-Z13) whose evidence
+     sentences name no visit made for one (Z00.00 on "Physical examination").
 8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
@@ -53,8 +54,10 @@ from icdcoder.shared.guidelines import (
     combinations,
     explains_symptom,
     is_definitive,
+    is_examination_encounter,
     is_injury_chapter,
     is_symptom,
+    names_a_visit,
     names_test_or_procedure,
     states_title,
     trauma_wording,
@@ -388,6 +391,18 @@ class Aggregator:
                     " poisoning or complication of care",
                     "a condition no external cause produced is coded in its body system's chapter",
                 )
+        if (
+            self._procedure_names
+            and is_examination_encounter(entry.code)
+            and not any(
+                names_a_visit(sentences.get(i, ev.text)) for i, ev in entry.evidence.items()
+            )
+        ):
+            return (
+                "An encounter-for-examination code, and its evidence names an examination done"
+                " in the course of care, not a visit made for one",
+                "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
+            )
         if (
             self._procedure_names
             and not entry.code.startswith("Z")

@@ -395,9 +395,21 @@ def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -
     out = run(catalogue, [xray, result], verdicts, text=text)
     assert {c.code: c.decision for c in out.codes} == {
         "R07.9": "review",  # "chest pain" on "Chest X-ray"
-        "Z01.89": "accept",  # an encounter code may rest on the test
+        "Z01.89": "review",  # an X-ray in the course of care is no visit for one
         "J18.9": "accept",  # a finding written with the test
     }
     assert "only names a test or procedure" in out.codes[0].justification
+    z01 = next(c for c in out.codes if c.code == "Z01.89")
+    assert "not a visit made for one" in z01.justification
     off = run(catalogue, [xray, result], verdicts, text=text, procedure_names=False, symptoms="off")
     assert {c.decision for c in off.codes} == {"accept"}
+
+
+def test_an_encounter_for_examination_needs_a_visit_named(catalogue: Catalogue) -> None:
+    text = "Physical examination was normal. She came for a routine check-up."
+    exam = make_span("Physical examination", text, "s1")
+    visit = make_span("routine check-up", text, "s2")
+    found = run(catalogue, [exam], [verdict("s1", "Z00.00", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in found.codes] == [("Z00.00", "review")]
+    stated = run(catalogue, [visit], [verdict("s2", "Z00.00", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in stated.codes] == [("Z00.00", "accept")]

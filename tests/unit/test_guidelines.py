@@ -4,6 +4,8 @@ from icdcoder.shared.guidelines import (
     combinations,
     explains_symptom,
     is_definitive,
+    is_examination_encounter,
+    names_a_visit,
     names_test_or_procedure,
     states_title,
     title_forms,
@@ -102,3 +104,12 @@ def test_what_a_title_asks_for_beyond_the_documentation() -> None:
     epilepsy = "Epilepsy, unspecified, not intractable, without status epilepticus"
     assert undocumented(epilepsy, "known epilepsy") == []
     assert undocumented("Essential (primary) hypertension", "hypertension") == ["essential"]
+
+
+def test_an_encounter_for_examination_needs_a_visit_made_for_one() -> None:
+    assert is_examination_encounter("Z00.00") and is_examination_encounter("z12.31")
+    assert not is_examination_encounter("Z87.891") and not is_examination_encounter("Z14.1")
+    assert names_a_visit("She came for her annual check-up")
+    assert names_a_visit("Routine screening mammography was normal")
+    assert not names_a_visit("Physical examination showed an apyretic patient")
+    assert not names_a_visit("Preoperative staging was completed with chest X-ray")
