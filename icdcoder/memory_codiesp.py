@@ -22,17 +22,12 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
-import numpy.typing as npt
 
 from icdcoder.codiesp import CodiEspCase, CodiEspError, read_split
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.memory import Example, MemoryNote
-from icdcoder.shared.messages import NoteIn, SegmentedNote, Span
-
-Vectors = npt.NDArray[np.float32]
+from icdcoder.shared.messages import Span
+from icdcoder.training.learn import SpanSegmenter, TextEncoder, Vectors
 
 WINDOW = 2
 EVIDENCE_WEIGHT = 0.5
@@ -102,14 +97,6 @@ def align(
         if best is None or value > best[0]:
             best = (value, i)
     return None if best is None else best[1]
-
-
-class TextEncoder(Protocol):
-    def encode(self, texts: Sequence[str]) -> Vectors: ...
-
-
-class SpanSegmenter(Protocol):
-    def segment(self, note: NoteIn) -> SegmentedNote: ...
 
 
 @dataclass

@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from icdcoder.shared.text import stem
+
 # ---------------------------------------------------------------- the title the note states
 
 _PARENTHESES = re.compile(r"\([^)]*\)")
@@ -65,19 +67,15 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
-def _stem(word: str) -> str:
-    return word[:6]  # as the verifier's word overlap: "calculi" meets "calculus"
-
-
 def undocumented(title: str, said: str) -> list[str]:
     """The words of a code's title that ``said`` does not state, in title order: what the code
     asserts beyond the documentation ("hyperglycemia" for E11.65 on "type 2 diabetes
     mellitus"; "other" for J45.998 on "asthma"). Non-essential words, "unspecified" and
     clauses of absence ask for nothing, so E11.9 asks for "type 2 diabetes mellitus" only."""
     core = _DEFAULT_WORDING.sub(" ", _PARENTHESES.sub(" ", title))
-    stated = {_stem(w) for w in _words(said).split()}
+    stated = {stem(w) for w in _words(said).split()}
     wanted = [w for w in _words(core).split() if w not in _FUNCTION_WORDS]
-    return list(dict.fromkeys(w for w in wanted if _stem(w) not in stated))
+    return list(dict.fromkeys(w for w in wanted if stem(w) not in stated))
 
 
 # ---------------------------------------------------------------- signs and symptoms
