@@ -162,6 +162,17 @@ def test_a_note_cannot_vouch_for_itself_in_the_second_round() -> None:
     assert result.examples == () and result.stats.below_floor == 1
 
 
+def learn_argv(tmp_path: Path, codes_text: str) -> list[str]:
+    """``icdcoder learn`` over one note ("a.txt") and a codes file holding ``codes_text``."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("Blood pressure is high.")
+    codes = tmp_path / "codes.tsv"
+    codes.write_text(codes_text)
+    out = str(tmp_path / "out")
+    return ["learn", "--notes", str(notes), "--codes", str(codes), "--out", out, "--name", "p"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -174,13 +185,7 @@ def test_a_note_cannot_vouch_for_itself_in_the_second_round() -> None:
 def test_learn_refuses_bad_arguments_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.txt").write_text("Blood pressure is high.")
-    codes = tmp_path / "codes.tsv"
-    codes.write_text("a\ti10\n")
-    argv = ["learn", "--notes", str(notes), "--codes", str(codes)]
-    argv += ["--out", str(tmp_path / "out"), "--name", "p"]
+    argv = learn_argv(tmp_path, "a\ti10\n")
     replaced = [str(tmp_path / a) if a == "MISSING" else a for a in extra]
     assert main([*argv, *replaced]) == 2
     err = capsys.readouterr().err
@@ -190,13 +195,7 @@ def test_learn_refuses_bad_arguments_in_one_line(
 def test_learn_refuses_a_codes_file_for_other_notes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.txt").write_text("Blood pressure is high.")
-    codes = tmp_path / "codes.tsv"
-    codes.write_text("b\ti10\n")
-    argv = ["learn", "--notes", str(notes), "--codes", str(codes)]
-    assert main([*argv, "--out", str(tmp_path / "out"), "--name", "p"]) == 2
+    assert main(learn_argv(tmp_path, "b\ti10\n")) == 2
     err = capsys.readouterr().err
     assert "have no note (e.g. 'b')" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
