@@ -258,7 +258,7 @@ class Aggregator:
         for entry in sorted(entries, key=lambda e: (-e.confidence, e.code)):
             if not entry.accepted or is_injury_chapter(entry.code):
                 continue
-            said = " ".join(sentences.get(i, ev.text) for i, ev in entry.evidence.items())
+            said = _said(entry, sentences)
             missing = undocumented(entry.description, said)
             if not missing:
                 continue
@@ -381,22 +381,20 @@ class Aggregator:
             mismatch = inconsistency(entry.code, facts)
             if mismatch is not None:
                 return f"Does not fit the patient: {mismatch}", "the note may say otherwise"
-        if self._injury_needs_trauma and is_injury_chapter(entry.code):
-            said = " ".join(
-                sentences.get(span_id, ev.text) for span_id, ev in entry.evidence.items()
+        if (
+            self._injury_needs_trauma
+            and is_injury_chapter(entry.code)
+            and not trauma_wording(_said(entry, sentences))
+        ):
+            return (
+                "An injury-chapter code, and its evidence names no injury, external cause,"
+                " poisoning or complication of care",
+                "a condition no external cause produced is coded in its body system's chapter",
             )
-            if not trauma_wording(said):
-                return (
-                    "An injury-chapter code, and its evidence names no injury, external cause,"
-                    " poisoning or complication of care",
-                    "a condition no external cause produced is coded in its body system's chapter",
-                )
         if (
             self._procedure_names
             and is_examination_encounter(entry.code)
-            and not any(
-                names_a_visit(sentences.get(i, ev.text)) for i, ev in entry.evidence.items()
-            )
+            and not names_a_visit(_said(entry, sentences))
         ):
             return (
                 "An encounter-for-examination code, and its evidence names an examination done"
@@ -435,6 +433,11 @@ class Aggregator:
             (k for k in accepted if k.code[:3] == entry.code[:3] and self._only_general(entry, k)),
             None,
         )
+
+
+def _said(entry: _Entry, sentences: dict[str, str]) -> str:
+    """The sentences of the entry's evidence (a span's own text where its sentence is unknown)."""
+    return " ".join(sentences.get(span_id, ev.text) for span_id, ev in entry.evidence.items())
 
 
 def _evidence(span: Span) -> Evidence:
