@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from icdcoder.shared.text import stem
 
@@ -67,15 +68,36 @@ _FUNCTION_WORDS = frozenset(
 )
 
 
+@lru_cache(maxsize=1 << 16)
+def asked_words(title: str) -> tuple[str, ...]:
+    """The words a code's title asks the documentation for, in title order, once each.
+    Non-essential (parenthesised) words, "unspecified" and clauses of absence ask for nothing,
+    so E11.9 asks for "type 2 diabetes mellitus" only."""
+    core = _DEFAULT_WORDING.sub(" ", _PARENTHESES.sub(" ", title))
+    return tuple(dict.fromkeys(w for w in _words(core).split() if w not in _FUNCTION_WORDS))
+
+
 def undocumented(title: str, said: str) -> list[str]:
     """The words of a code's title that ``said`` does not state, in title order: what the code
     asserts beyond the documentation ("hyperglycemia" for E11.65 on "type 2 diabetes
-    mellitus"; "other" for J45.998 on "asthma"). Non-essential words, "unspecified" and
-    clauses of absence ask for nothing, so E11.9 asks for "type 2 diabetes mellitus" only."""
-    core = _DEFAULT_WORDING.sub(" ", _PARENTHESES.sub(" ", title))
+    mellitus"; "other" for J45.998 on "asthma")."""
     stated = {stem(w) for w in _words(said).split()}
-    wanted = [w for w in _words(core).split() if w not in _FUNCTION_WORDS]
-    return list(dict.fromkeys(w for w in wanted if stem(w) not in stated))
+    return [w for w in asked_words(title) if stem(w) not in stated]
+
+
+def said_stems(text: str) -> frozenset[str]:
+    """The stems of every word of ``text``, filler included: what :func:`documented_share`
+    looks for a title's words among."""
+    return frozenset(stem(w) for w in _words(text).split())
+
+
+def documented_share(title: str, stated: frozenset[str]) -> float:
+    """The share of the words ``title`` asks for (:func:`asked_words`) whose stems are among
+    ``stated`` (:func:`said_stems` of a note); 1.0 when it asks for none."""
+    asked = asked_words(title)
+    if not asked:
+        return 1.0
+    return sum(stem(w) in stated for w in asked) / len(asked)
 
 
 # ---------------------------------------------------------------- signs and symptoms

@@ -35,9 +35,15 @@ class BoostedTrees:
     n_features: int
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], n_features: int) -> BoostedTrees:
-        """Trees from a weights file's ``trees`` section, as :func:`export_sklearn` writes it."""
+    def from_json(
+        cls, data: Mapping[str, Any], n_features: int, columns: Sequence[int] | None = None
+    ) -> BoostedTrees:
+        """Trees from a weights file's ``trees`` section, as :func:`export_sklearn` writes it.
+
+        ``columns[f]`` is where the trees' feature ``f`` sits in a row of ``n_features`` (None:
+        at ``f``), so trees fitted on some of the features read rows of all of them."""
         trees = data["trees"]
+        width = n_features if columns is None else len(columns)
         if not trees:
             raise ValueError("boosted trees: the model has no trees")
         feature: list[int] = []
@@ -51,14 +57,14 @@ class BoostedTrees:
             offset = len(feature)
             roots.append(offset)
             size = len(tree["value"])
-            columns = (tree["feature"], tree["threshold"], tree["left"], tree["right"])
-            if any(len(column) != size for column in columns):
+            lists = (tree["feature"], tree["threshold"], tree["left"], tree["right"])
+            if any(len(nodes) != size for nodes in lists):
                 raise ValueError("boosted trees: a tree's node lists differ in length")
-            for f, t, lo, hi, v in zip(*columns, tree["value"], strict=True):
+            for f, t, lo, hi, v in zip(*lists, tree["value"], strict=True):
                 leaf = lo < 0
-                if not leaf and not (0 <= f < n_features and 0 < lo < size and 0 < hi < size):
+                if not leaf and not (0 <= f < width and 0 < lo < size and 0 < hi < size):
                     raise ValueError("boosted trees: a node points outside its tree")
-                feature.append(0 if leaf else int(f))
+                feature.append(0 if leaf else int(f) if columns is None else columns[int(f)])
                 threshold.append(float(t))
                 # a leaf points at itself, so walking further down stays on it
                 node = len(feature) - 1

@@ -7,7 +7,12 @@ symptom code (chapter R, which coding rules leave out when a diagnosis explains 
 an unspecified one; how much of its text the whole note contains; how the most similar coded
 notes of the example memory vote (``similar_notes``) and what a classifier learnt from them says
 (``classified``, ``classifier``); how it stands against the note's other codes of its category
-(``sibling_gap``, ``siblings``), its length, and how many coded notes carry it (``coded_notes``).
+(``sibling_gap``, ``siblings``), its length, and how many coded notes carry it (``coded_notes``);
+which share of the words its title asks for the note states (``documented``:
+:func:`~icdcoder.shared.guidelines.documented_share`), and how that share and
+``note_coverage`` stand against the best of its siblings' (``documented_gap``,
+``coverage_gap``): site, laterality or type that picks the leaf is often written in another
+sentence than the span that names the condition.
 
 The model over those rows is logistic weights or boosted trees
 (:mod:`icdcoder.services.verifier.boosted`), both fitted by ``icdcoder train``.
@@ -22,6 +27,7 @@ from typing import Any, Protocol
 
 from icdcoder.services.verifier.logodds import logit, sigmoid
 from icdcoder.services.verifier.span_model import FEATURES
+from icdcoder.shared.guidelines import documented_share
 from icdcoder.shared.messages import Candidate, SpanCandidates
 from icdcoder.shared.text import stem_coverage
 
@@ -44,7 +50,13 @@ NOTE_FEATURES = (
     "siblings",
     "code_length",
     "coded_notes",
+    "documented",
+    "documented_gap",
+    "coverage_gap",
 )
+#: Features a weights file written before them may lack: its model reads them as absent
+#: (trees never split on them; logistic weights are 0), so older packs keep their scores.
+LATER_NOTE_FEATURES = frozenset({"documented", "documented_gap", "coverage_gap"})
 #: ``sibling_gap`` when no other code of the note shares the code's category.
 NO_SIBLING = 5.0
 
@@ -64,10 +76,11 @@ class LogisticNoteModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LogisticNoteModel:
-        missing = [name for name in ("bias", *NOTE_FEATURES) if name not in data]
+        required = [name for name in NOTE_FEATURES if name not in LATER_NOTE_FEATURES]
+        missing = [name for name in ("bias", *required) if name not in data]
         if missing:
             raise ValueError(f"note weights lack {', '.join(missing)}")
-        return cls(float(data["bias"]), tuple(float(data[name]) for name in NOTE_FEATURES))
+        return cls(float(data["bias"]), tuple(float(data.get(name, 0.0)) for name in NOTE_FEATURES))
 
     def confidence(self, values: Sequence[float]) -> float:
         return sigmoid(self.bias + sum(w * f for w, f in zip(self.weights, values, strict=True)))
@@ -78,29 +91,41 @@ class LogisticNoteModel:
 
 def note_model_from_dict(data: Mapping[str, Any]) -> NoteModel:
     """The re-ranker of a weights file's ``note`` section: its boosted trees where it has them
-    (``trees``), else its logistic weights."""
+    (``trees``, over the features the file lists), else its logistic weights. A file may lack
+    :data:`LATER_NOTE_FEATURES` (one written before them), no other."""
     if "trees" in data:
         from icdcoder.services.verifier.boosted import BoostedTrees
 
-        if data.get("features", list(NOTE_FEATURES)) != list(NOTE_FEATURES):
+        names = list(data.get("features", NOTE_FEATURES))
+        unknown = [name for name in names if name not in NOTE_FEATURES]
+        absent = set(NOTE_FEATURES) - set(names) - LATER_NOTE_FEATURES
+        if unknown or absent or len(set(names)) != len(names):
             raise ValueError("note trees were fitted on other features than NOTE_FEATURES")
-        return BoostedTrees.from_json(data["trees"], n_features=len(NOTE_FEATURES))
+        columns = [NOTE_FEATURES.index(name) for name in names]
+        return BoostedTrees.from_json(data["trees"], n_features=len(NOTE_FEATURES), columns=columns)
     return LogisticNoteModel.from_dict(data)
 
 
 class CodeInNote:
     """One code's standing in a note: its spans' confidences and the features they add up to."""
 
-    def __init__(self, first: Candidate, note_stems: frozenset[str]) -> None:
+    def __init__(
+        self, first: Candidate, note_stems: frozenset[str], note_said: frozenset[str] = frozenset()
+    ) -> None:
         self.code = first.code
         self.description = first.description
         self.note_stems = note_stems
+        #: :func:`~icdcoder.shared.guidelines.said_stems` of the note.
+        self.note_said = note_said
         self.similar_notes = 0.0
         self.coded_notes = 0.0
         #: The other codes of the note in the same category, and how far this one's best span
         #: confidence (log-odds) stands above theirs (:func:`compare_siblings`).
         self.siblings = 0
         self.sibling_gap = NO_SIBLING
+        #: ``documented`` and ``note_coverage`` less their best sibling's (0 without siblings).
+        self.documented_gap = 0.0
+        self.coverage_gap = 0.0
         #: The note classifier's log-odds, None when it has no model for the code.
         self.classifier: float | None = None
         self.confidences: list[float] = []
@@ -158,6 +183,9 @@ class CodeInNote:
             math.log1p(self.siblings),
             float(len(self.code.replace(".", ""))),
             math.log1p(self.coded_notes),
+            self.documented(),
+            self.documented_gap,
+            self.coverage_gap,
         )
 
     def best(self) -> float:
@@ -167,6 +195,10 @@ class CodeInNote:
         """How much of the code's text the whole note contains (words may be in any span)."""
         texts = {self.description, *(c.matched for c in self.candidates.values())}
         return max(stem_coverage(self.note_stems, text) for text in texts)
+
+    def documented(self) -> float:
+        """The share of the words the code's title asks for that the note states."""
+        return documented_share(self.description, self.note_said)
 
     def evidence(self) -> list[SpanCandidates]:
         """The spans that ranked the code among their first suggestions, else its best span."""
@@ -192,8 +224,13 @@ def compare_siblings(rows: Iterable[CodeInNote]) -> None:
     for row in rows:
         by_category.setdefault(row.code[:3].upper(), []).append(row)
     for group in by_category.values():
+        if len(group) == 1:
+            continue
         bests = [row.best() for row in group]
+        documented = [row.documented() for row in group]
+        covered = [row.note_coverage() for row in group]
         for i, row in enumerate(group):
-            others = bests[:i] + bests[i + 1 :]
-            row.siblings = len(others)
-            row.sibling_gap = bests[i] - max(others) if others else NO_SIBLING
+            row.siblings = len(group) - 1
+            row.sibling_gap = bests[i] - max(bests[:i] + bests[i + 1 :])
+            row.documented_gap = documented[i] - max(documented[:i] + documented[i + 1 :])
+            row.coverage_gap = covered[i] - max(covered[:i] + covered[i + 1 :])

@@ -21,6 +21,7 @@ from icdcoder.services.verifier.justify import justify, note_context
 from icdcoder.services.verifier.note_model import CodeInNote, NoteModel, compare_siblings
 from icdcoder.services.verifier.span_model import SpanWeights, features, note_support
 from icdcoder.shared.context import context_reason, contextual_text
+from icdcoder.shared.guidelines import said_stems
 from icdcoder.shared.messages import (
     Candidate,
     Decision,
@@ -125,6 +126,7 @@ class SimilarityVerifier:
         """What the note's spans say about each code they may produce (context allowing)."""
         rows: dict[str, CodeInNote] = {}
         note_stems = stems(note.text)
+        note_said = said_stems(note.text)
         votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
         classified = self.note_classifier.votes(note.text) if self.note_classifier else {}
         for item in note.items:
@@ -133,7 +135,7 @@ class SimilarityVerifier:
                     continue
                 row = rows.get(cand.code)
                 if row is None:
-                    row = rows[cand.code] = CodeInNote(cand, note_stems)
+                    row = rows[cand.code] = CodeInNote(cand, note_stems, note_said)
                     row.similar_notes = votes.get(cand.code, 0.0)
                     row.classifier = classified.get(cand.code)
                     row.coded_notes = self.coded_notes.get(cand.code.upper(), 0.0)

@@ -11,7 +11,12 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from icdcoder.services.verifier.boosted import BoostedTrees, export_sklearn
-from icdcoder.services.verifier.note_model import NOTE_FEATURES
+from icdcoder.services.verifier.note_model import (
+    LATER_NOTE_FEATURES,
+    NOTE_FEATURES,
+    LogisticNoteModel,
+    note_model_from_dict,
+)
 from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
 from tests.fakes import verifier_from
@@ -87,3 +92,33 @@ def test_a_weights_file_with_trees_gives_the_verifier_a_tree_reranker(
     weights.write_text(json.dumps(span_weights | {"note": note | {"features": ["best"]}}))
     with pytest.raises(ValueError, match="other features"):
         verifier_from(weights, catalogue)
+
+
+def test_trees_fitted_on_fewer_features_read_theirs_by_name() -> None:
+    """A weights file from before LATER_NOTE_FEATURES scores rows of all the features the
+    same: its trees' feature numbers index its own list, which need not be NOTE_FEATURES."""
+    older = [name for name in NOTE_FEATURES if name not in LATER_NOTE_FEATURES][::-1]
+    stump = {  # the file's feature 0 is its list's first name: coded_notes once reversed
+        "feature": [0, 0, 0],
+        "threshold": [0.5, 0.0, 0.0],
+        "left": [1, -1, -1],
+        "right": [2, -1, -1],
+        "value": [0.0, -1.0, 1.0],
+    }
+    model = note_model_from_dict({"features": older, "trees": {"baseline": 0.0, "trees": [stump]}})
+    row = [0.0] * len(NOTE_FEATURES)
+    row[NOTE_FEATURES.index("coded_notes")] = 1.0
+    assert model.confidences([row, [0.0] * len(NOTE_FEATURES)]) == [
+        pytest.approx(1 / (1 + math.exp(-1.0))),
+        pytest.approx(1 / (1 + math.exp(1.0))),
+    ]
+    # the later features may be absent, no other may
+    with pytest.raises(ValueError, match="other features"):
+        note_model_from_dict({"features": older[1:], "trees": {"baseline": 0.0, "trees": [stump]}})
+    logistic = note_model_from_dict({"bias": 0.0} | {name: 1.0 for name in older})
+    assert isinstance(logistic, LogisticNoteModel)
+    assert [
+        w
+        for name, w in zip(NOTE_FEATURES, logistic.weights, strict=True)
+        if name in LATER_NOTE_FEATURES
+    ] == [0.0, 0.0, 0.0]

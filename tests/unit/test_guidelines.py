@@ -2,11 +2,13 @@
 
 from icdcoder.shared.guidelines import (
     combinations,
+    documented_share,
     explains_symptom,
     is_definitive,
     is_examination_encounter,
     names_a_visit,
     names_test_or_procedure,
+    said_stems,
     states_title,
     title_forms,
     trauma_wording,
@@ -104,6 +106,15 @@ def test_what_a_title_asks_for_beyond_the_documentation() -> None:
     epilepsy = "Epilepsy, unspecified, not intractable, without status epilepticus"
     assert undocumented(epilepsy, "known epilepsy") == []
     assert undocumented("Essential (primary) hypertension", "hypertension") == ["essential"]
+
+
+def test_the_share_of_a_title_a_note_documents() -> None:
+    note = said_stems("Known type 2 diabetes; hyperglycaemia on admission. Other findings: none.")
+    assert documented_share("Type 2 diabetes mellitus without complications", note) == 0.75
+    # "hyperglycemia" and the note's "hyperglycaemia" share a stem; filler words count too
+    assert documented_share("Type 2 diabetes mellitus with hyperglycemia", note) == 0.8
+    assert documented_share("Other specified diabetes mellitus", note) == 0.5
+    assert documented_share("Unspecified, uncomplicated", note) == 1.0  # asks for nothing
 
 
 def test_an_encounter_for_examination_needs_a_visit_made_for_one() -> None:

@@ -292,6 +292,14 @@ def test_note_rows_compare_codes_of_one_category_and_count_coded_notes() -> None
     assert i10["siblings"] == 0 and i10["sibling_gap"] == NO_SIBLING
     assert (gout["code_length"], other["code_length"], i10["code_length"]) == (4, 5, 3)
     assert gout["coded_notes"] == pytest.approx(math.log(4)) and other["coded_notes"] == 0
+    # The note says "Gout" only: M10.9 asks for "gout" (stated), M10.00 for "idiopathic",
+    # "gout", "site" (one of three); each gap is against the other sibling, 0 without one.
+    assert gout["documented"] == 1.0 and other["documented"] == pytest.approx(1 / 3)
+    assert gout["documented_gap"] == pytest.approx(2 / 3) == -other["documented_gap"]
+    assert gout["coverage_gap"] == pytest.approx(-other["coverage_gap"])
+    assert i10["documented_gap"] == i10["coverage_gap"] == 0.0
+    # "Essential (primary) hypertension" asks for "essential" and "hypertension".
+    assert i10["documented"] == 0.5
 
 
 def test_the_review_threshold_comes_from_the_operating_point_unless_set(
