@@ -40,6 +40,12 @@ CHRONIC = (
 )
 
 
+def rules_out_every_code(span: Span) -> bool:
+    """True when :func:`context_reason` refuses the span every code (negated or hypothetical):
+    the retriever need not search it."""
+    return span.context.negated or span.context.hypothetical
+
+
 def context_reason(span: Span, code: str) -> str | None:
     """Why this span may not produce this code, or None when it may."""
     ctx = span.context

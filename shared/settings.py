@@ -86,6 +86,11 @@ class RetrieverConfig(Section):
         "recall@20 for about 3% of notes/s (docs/accuracy.md)",
     )
     lexical_k: int = Field(default=10, gt=0, le=200, description="lexical rows per query")
+    search_ruled_out: bool = Field(
+        default=False,
+        description="also search negated and hypothetical spans, which no code may come of "
+        "(14% of dev spans); they get no candidates otherwise",
+    )
     memory_neighbours: int = Field(
         default=10, gt=0, le=100, description="with a memory: nearest examples that vote per span"
     )

@@ -34,14 +34,14 @@ from icdcoder.services.retriever.core import (
     memory_hits,
     merge_memory,
 )
-from icdcoder.shared.context import query_texts
+from icdcoder.shared.context import query_texts, rules_out_every_code
 from icdcoder.shared.memory import Example
 from icdcoder.shared.messages import NoteIn, RetrievedNote, SegmentedNote
 from icdcoder.shared.pack import Pack
 from icdcoder.training.corpus import CodedCase, corpus_digest
 
 #: Bump when the cached format or what retrieval does changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 Progress = Callable[[Sequence[CodedCase]], Iterable[CodedCase]]
 
@@ -180,6 +180,21 @@ class ExampleVectors:
         rows = IndexRows(codes=[e.code for e in examples], texts=[e.text for e in examples])
         owners = np.array([example_owner(e.source) for e in examples])
         return cls(rows, encoder.encode(list(rows.texts)), owners)
+
+
+def as_searched(notes: Sequence[RetrievedNote]) -> list[RetrievedNote]:
+    """The notes as a retriever that does not search ruled-out spans returns them: such a
+    span keeps no candidates (training searches every span, for every span's vector)."""
+    out = []
+    for note in notes:
+        items = [
+            item.model_copy(update={"candidates": []})
+            if item.candidates and rules_out_every_code(item.span)
+            else item
+            for item in note.items
+        ]
+        out.append(note.model_copy(update={"items": items}))
+    return out
 
 
 def with_memory(

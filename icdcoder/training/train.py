@@ -30,6 +30,7 @@ from icdcoder.training.note_fit import (
 from icdcoder.training.retrieval import (
     ExampleVectors,
     Retrieved,
+    as_searched,
     cache_stem,
     cached,
     retrieval_key,
@@ -96,7 +97,20 @@ def retrieve_catalogue(
         )
         bundle.index.to_gpu_if_available()
 
+        lexical = None
+        if config.lexical:
+            from icdcoder.services.retriever.core import Lexical
+            from icdcoder.services.retriever.lexical import LexicalIndex
+
+            lexical = Lexical(
+                LexicalIndex.load_or_build(bundle.rows.texts, settings.cache_dir),
+                bundle.index.reconstruct,
+                config.lexical_k,
+            )
+
         def make_retriever(recorder: Encoder) -> Retriever:
+            # Every span is searched, so every span has its vector (the memory's leave-one-out
+            # search, `learn`'s alignment); retrieve_corpus blanks what inference skips.
             return Retriever(
                 recorder,
                 bundle.index,
@@ -105,6 +119,8 @@ def retrieve_catalogue(
                 catalogue_version=opened.catalogue.version,
                 pack=pack.id,
                 top_k=config.top_k,
+                lexical=lexical,
+                search_ruled_out=True,
             )
 
         segmenter = Segmenter(settings.segmenter)
@@ -157,6 +173,8 @@ def retrieve_corpus(
                     neighbours=config.memory_neighbours,
                 )
             )
+    if not config.search_ruled_out:
+        notes = tuple(as_searched(notes))
     return TrainingData(
         cases=tuple(cases),
         notes=notes,

@@ -163,6 +163,7 @@ def load_retriever(
         top_k=config.top_k,
         memory=examples,
         lexical=lexical,
+        search_ruled_out=config.search_ruled_out,
     )
 
 
@@ -191,10 +192,11 @@ def catalogue_index(
 
 def runtime(config: RetrieverConfig) -> str:
     """What, besides the pack, the retrieved candidates depend on: the query encoder, the
-    catalogue's precision, the index kind and the lexical side."""
+    catalogue's precision, the index kind, the lexical side and which spans are searched."""
     catalogue = "torch" if config.catalogue_precision == "full" else encoder_kind(config)
     lexical = f"/bm25-{config.lexical_k}" if config.lexical else ""
-    return f"{encoder_kind(config)}/{catalogue}/{index_kind(config)}{lexical}"
+    ruled_out = "/all-spans" if config.search_ruled_out else ""
+    return f"{encoder_kind(config)}/{catalogue}/{index_kind(config)}{lexical}{ruled_out}"
 
 
 def retriever_for(

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from icdcoder.shared.cancel import checkpoint
-from icdcoder.shared.context import query_texts
+from icdcoder.shared.context import query_texts, rules_out_every_code
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
 
 Vectors = npt.NDArray[np.float32]
@@ -169,6 +169,7 @@ class Retriever:
         top_k: int = 20,
         memory: ExampleIndex | None = None,
         lexical: Lexical | None = None,
+        search_ruled_out: bool = False,
     ) -> None:
         self._encoder = encoder
         self._index = index
@@ -179,6 +180,9 @@ class Retriever:
         self.top_k = top_k
         self.memory = memory
         self.lexical = lexical
+        #: Also search spans no code may come of (:func:`rules_out_every_code`); they get no
+        #: candidates otherwise, and cost no encoder time.
+        self.search_ruled_out = search_ruled_out
 
     def retrieve(self, note: SegmentedNote) -> RetrievedNote:
         return self.retrieve_many([note])[0]
@@ -190,14 +194,19 @@ class Retriever:
         started = time.perf_counter()
         queries: list[str] = []
         owner: list[tuple[int, int]] = []  # (note, span) of each query
-        first_query: list[list[int]] = []  # per note, per span: the span's own text
+        searched: list[list[int]] = []  # per note: the spans searched
+        first_query: list[list[int]] = []  # per note, per searched span: its own text's query
         for n, note in enumerate(notes):
-            firsts = []
+            spans, firsts = [], []
             for i, span in enumerate(note.spans):
+                if not self.search_ruled_out and rules_out_every_code(span):
+                    continue
+                spans.append(i)
                 firsts.append(len(queries))
                 for text in query_texts(span):
                     queries.append(text)
                     owner.append((n, i))
+            searched.append(spans)
             first_query.append(firsts)
         # per note, per span: what was found; Candidates made for the top k only
         found = [[_Found({}, set()) for _ in note.spans] for note in notes]
@@ -219,8 +228,8 @@ class Retriever:
                 SpanCandidates(span=span, candidates=self._ranked(candidates))
                 for span, candidates in zip(note.spans, found[n], strict=True)
             ]
-            if self.memory is not None and vectors is not None and items:
-                items = self._with_memory(items, vectors[first_query[n]], self.memory)
+            if self.memory is not None and vectors is not None and searched[n]:
+                items = self._with_memory(items, searched[n], vectors[first_query[n]], self.memory)
             share = per_note[n] / len(owner) if owner else 1 / len(notes)
             out.append(
                 RetrievedNote(
@@ -284,21 +293,21 @@ class Retriever:
                     span.exact.add(code)
 
     def _with_memory(
-        self, items: list[SpanCandidates], vectors: Vectors, memory: ExampleIndex
+        self,
+        items: list[SpanCandidates],
+        searched: Sequence[int],
+        vectors: Vectors,
+        memory: ExampleIndex,
     ) -> list[SpanCandidates]:
+        """``items`` with the memory's examples merged into those of the ``searched`` spans
+        (``vectors``: their own texts' vectors, in that order)."""
         scores, ids = memory.index.search(vectors, memory.neighbours)
-        return [
-            item.model_copy(
-                update={
-                    "candidates": merge_memory(
-                        item.candidates,
-                        memory_hits(scores[i].tolist(), ids[i].tolist(), memory.rows),
-                        self._descriptions,
-                    )
-                }
-            )
-            for i, item in enumerate(items)
-        ]
+        items = list(items)
+        for row, i in enumerate(searched):
+            hits = memory_hits(scores[row].tolist(), ids[row].tolist(), memory.rows)
+            merged = merge_memory(items[i].candidates, hits, self._descriptions)
+            items[i] = items[i].model_copy(update={"candidates": merged})
+        return items
 
     def _ranked(self, found: _Found) -> list[Candidate]:
         """The top ``k`` codes by cosine, a code whose text is exactly the span's first."""

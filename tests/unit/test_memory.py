@@ -1,6 +1,7 @@
 """The example memory: file format, retrieval merge, verifier features, CodiEsp alignment."""
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from icdcoder.services.retriever.core import (
     ExampleIndex,
     IndexRows,
     Retriever,
+    Vectors,
     memory_hits,
     merge_memory,
 )
@@ -26,6 +28,7 @@ from icdcoder.shared.memory import (
     write_examples,
 )
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
+from icdcoder.training.retrieval import as_searched
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 from tests.unit.test_retriever_core import DESCRIPTIONS, ROWS
 
@@ -169,6 +172,64 @@ def test_retriever_searches_the_memory_with_the_span_vector() -> None:
         encoder, NumpyIndex(encoder.encode(ROWS.texts)), ROWS, DESCRIPTIONS, catalogue_version="t"
     )
     assert all(c.memory_votes == 0 for c in without.retrieve(note).items[0].candidates)
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        self.texts.extend(texts)
+        return super().encode(texts)
+
+
+@pytest.mark.parametrize("search_ruled_out", [False, True])
+def test_spans_no_code_may_come_of_are_not_searched_unless_asked(search_ruled_out: bool) -> None:
+    encoder = CountingEncoder()
+    examples = IndexRows(codes=["I10"], texts=["HTA"])
+    memory = ExampleIndex(NumpyIndex(encoder.encode(examples.texts)), examples, neighbours=1)
+    retriever = Retriever(
+        encoder,
+        NumpyIndex(encoder.encode(ROWS.texts)),
+        ROWS,
+        DESCRIPTIONS,
+        catalogue_version="test",
+        top_k=2,
+        memory=memory,
+        search_ruled_out=search_ruled_out,
+    )
+    text = "No pneumonia. Known HTA. Possible breast cancer. Pneumonia."
+    spans = [
+        make_span("pneumonia", text, "s0", negated=True),
+        make_span("HTA", text, "s1"),
+        make_span("breast cancer", text, "s2", hypothetical=True),
+        make_span("Pneumonia", text, "s3"),
+    ]
+    encoder.texts.clear()
+    items = retriever.retrieve(SegmentedNote(note_id="n", text=text, spans=spans)).items
+    assert [item.span.span_id for item in items] == ["s0", "s1", "s2", "s3"]
+    # every span keeps its place; the memory's votes land on the span that was searched
+    assert next(c for c in items[1].candidates if c.code == "I10").memory_votes == 1
+    assert items[3].candidates[0].code == "J18.9"
+    if search_ruled_out:
+        assert encoder.texts == ["pneumonia", "HTA", "breast cancer", "Pneumonia"]
+        assert items[0].candidates and items[2].candidates
+    else:
+        assert encoder.texts == ["HTA", "Pneumonia"]
+        assert items[0].candidates == [] and items[2].candidates == []
+
+
+def test_training_blanks_the_spans_inference_does_not_search() -> None:
+    cand = Candidate(code="J18.9", description="Pneumonia", score=0.9, matched="Pneumonia")
+    text = "no pneumonia; pneumonia"
+    items = [
+        SpanCandidates(span=make_span("no pneumonia", text, "s0", negated=True), candidates=[cand]),
+        SpanCandidates(span=make_span("pneumonia", text, "s1"), candidates=[cand]),
+    ]
+    note = RetrievedNote(note_id="n", text=text, catalogue_version="t", items=items)
+    (blanked,) = as_searched([note])
+    assert blanked.items[0].candidates == [] and blanked.items[1].candidates == [cand]
 
 
 def _note(cands_per_span: list[list[Candidate]]) -> RetrievedNote:
