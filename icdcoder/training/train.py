@@ -75,7 +75,12 @@ def retrieve_catalogue(
 ) -> tuple[Retrieved, bool]:
     """Every case segmented and retrieved against the pack's catalogue texts only (cached: the
     memory and weights are not in the key), with one vector per span; True when cached."""
-    from icdcoder.services.retriever.adapters import catalogue_index, load_encoder, runtime
+    from icdcoder.services.retriever.adapters import (
+        catalogue_index,
+        lexical_side,
+        load_encoder,
+        runtime,
+    )
 
     pack, config = opened.pack, settings.retriever
     descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
@@ -97,16 +102,7 @@ def retrieve_catalogue(
         )
         bundle.index.to_gpu_if_available()
 
-        lexical = None
-        if config.lexical:
-            from icdcoder.services.retriever.core import Lexical
-            from icdcoder.services.retriever.lexical import LexicalIndex
-
-            lexical = Lexical(
-                LexicalIndex.load_or_build(bundle.rows.texts, settings.cache_dir),
-                bundle.index.reconstruct,
-                config.lexical_k,
-            )
+        lexical = lexical_side(bundle, config, settings.cache_dir)
 
         def make_retriever(recorder: Encoder) -> Retriever:
             # Every span is searched, so every span has its vector (the memory's leave-one-out

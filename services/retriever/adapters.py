@@ -144,15 +144,6 @@ def load_retriever(
     examples = None
     if memory is not None and memory.examples:
         examples = example_index(memory, encoder, cache_dir, config.memory_neighbours)
-    lexical = None
-    if config.lexical:
-        from icdcoder.services.retriever.lexical import LexicalIndex
-
-        lexical = Lexical(
-            LexicalIndex.load_or_build(bundle.rows.texts, cache_dir),
-            bundle.index.reconstruct,
-            config.lexical_k,
-        )
     return Retriever(
         encoder,
         bundle.index,
@@ -162,7 +153,7 @@ def load_retriever(
         pack=pack.id,
         top_k=config.top_k,
         memory=examples,
-        lexical=lexical,
+        lexical=lexical_side(bundle, config, cache_dir),
         search_ruled_out=config.search_ruled_out,
     )
 
@@ -187,6 +178,19 @@ def catalogue_index(
         force=force,
         kind=index_kind(config),
         ef_search=config.hnsw_ef_search,
+    )
+
+
+def lexical_side(bundle: IndexBundle, config: RetrieverConfig, cache_dir: Path) -> Lexical | None:
+    """BM25 over the index's rows (cached), when the settings ask for it."""
+    if not config.lexical:
+        return None
+    from icdcoder.services.retriever.lexical import LexicalIndex
+
+    return Lexical(
+        LexicalIndex.load_or_build(bundle.rows.texts, cache_dir),
+        bundle.index.reconstruct,
+        config.lexical_k,
     )
 
 

@@ -149,19 +149,27 @@ def test_merge_annotates_known_codes_and_adds_memory_only_codes() -> None:
     assert merged[1].score == 0.7 and merged[1].memory_votes == 3 and merged[1].example == "hta"
 
 
-def test_retriever_searches_the_memory_with_the_span_vector() -> None:
-    encoder = HashingEncoder()
-    examples = IndexRows(codes=["I10", "I10"], texts=["HTA", "HTA arterial"])
-    memory = ExampleIndex(NumpyIndex(encoder.encode(examples.texts)), examples, neighbours=2)
-    retriever = Retriever(
+def memory_retriever(
+    encoder: HashingEncoder, examples: IndexRows, *, search_ruled_out: bool = False
+) -> Retriever:
+    """A retriever over ROWS whose memory holds ``examples``, each one a neighbour."""
+    index = NumpyIndex(encoder.encode(examples.texts))
+    return Retriever(
         encoder,
         NumpyIndex(encoder.encode(ROWS.texts)),
         ROWS,
         DESCRIPTIONS,
         catalogue_version="test",
         top_k=2,
-        memory=memory,
+        memory=ExampleIndex(index, examples, neighbours=len(examples.texts)),
+        search_ruled_out=search_ruled_out,
     )
+
+
+def test_retriever_searches_the_memory_with_the_span_vector() -> None:
+    encoder = HashingEncoder()
+    examples = IndexRows(codes=["I10", "I10"], texts=["HTA", "HTA arterial"])
+    retriever = memory_retriever(encoder, examples)
     text = "Known HTA."
     note = SegmentedNote(note_id="n1", text=text, spans=[make_span("HTA", text)])
     cands = retriever.retrieve(note).items[0].candidates
@@ -188,17 +196,7 @@ class CountingEncoder(HashingEncoder):
 def test_spans_no_code_may_come_of_are_not_searched_unless_asked(search_ruled_out: bool) -> None:
     encoder = CountingEncoder()
     examples = IndexRows(codes=["I10"], texts=["HTA"])
-    memory = ExampleIndex(NumpyIndex(encoder.encode(examples.texts)), examples, neighbours=1)
-    retriever = Retriever(
-        encoder,
-        NumpyIndex(encoder.encode(ROWS.texts)),
-        ROWS,
-        DESCRIPTIONS,
-        catalogue_version="test",
-        top_k=2,
-        memory=memory,
-        search_ruled_out=search_ruled_out,
-    )
+    retriever = memory_retriever(encoder, examples, search_ruled_out=search_ruled_out)
     text = "No pneumonia. Known HTA. Possible breast cancer. Pneumonia."
     spans = [
         make_span("pneumonia", text, "s0", negated=True),
