@@ -58,7 +58,11 @@ class RetrieverConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="encoder device: auto (CUDA when torch sees it), cpu, cuda"
     )
-    batch_size: int = Field(default=128, gt=0, description="texts per encoder batch")
+    batch_size: int = Field(
+        default=32,
+        gt=0,
+        description="texts per encoder batch (32 keeps the int8 encoder's activations in cache)",
+    )
     encoder: Literal["auto", "onnx-int8", "torch"] = Field(
         default="auto",
         description="auto: torch on a CUDA device, else onnx-int8 (exported once into the cache)",
