@@ -18,23 +18,26 @@ from icdcoder import __version__
 from icdcoder.commands.options import fail
 from icdcoder.shared.logging import PublicError, configure_logging
 
-#: Modules that add subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = (
-    "icdcoder.commands.code",
-    "icdcoder.commands.index",
-    "icdcoder.commands.learn",
-    "icdcoder.commands.eval",
-    "icdcoder.commands.bus",
-    "icdcoder.commands.memory",
-    "icdcoder.commands.pack",
-    "icdcoder.commands.settings",
-    "icdcoder.commands.db",
-    "icdcoder.commands.backfill",
-    "icdcoder.commands.export",
-    "icdcoder.commands.serve",
-    "icdcoder.commands.train",
-    "icdcoder.commands.user",
-)
+#: Each subcommand and the module that adds it to the parser (``register(subparsers)``).
+COMMANDS = {
+    "code": "icdcoder.commands.code",
+    "index": "icdcoder.commands.index",
+    "learn": "icdcoder.commands.learn",
+    "eval": "icdcoder.commands.eval",
+    "worker": "icdcoder.commands.bus",
+    "submit": "icdcoder.commands.bus",
+    "status": "icdcoder.commands.bus",
+    "memory": "icdcoder.commands.memory",
+    "pack": "icdcoder.commands.pack",
+    "settings": "icdcoder.commands.settings",
+    "db": "icdcoder.commands.db",
+    "backfill": "icdcoder.commands.backfill",
+    "export": "icdcoder.commands.export",
+    "serve": "icdcoder.commands.serve",
+    "api-key": "icdcoder.commands.serve",
+    "train": "icdcoder.commands.train",
+    "user": "icdcoder.commands.user",
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,7 +47,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog.split()[0]}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or with ``command``'s module only: a command then
+    imports only what it uses (``icdcoder code`` starts without SQLAlchemy or FastStream)."""
     parser = OneLineParser(
         prog="icdcoder",
         description="Assign ICD-10-CM codes to clinical notes, with evidence spans.",
@@ -52,13 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="log level (default WARNING)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word after the global options), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_named(argv))
     args = parser.parse_args(argv)
     configure_logging(args.log_level, stream=sys.stderr)
     try:
