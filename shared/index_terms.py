@@ -15,6 +15,11 @@ derives its file). This module reads the files CMS publishes each fiscal year, i
 A table cell becomes the term path with its column ("Neoplasm, lung, malignant primary").
 Nonessential modifiers (in parentheses) are left out of the path, as the CSV does.
 
+A term with no code of its own that says *see* or *see also* another ("Abdominalgia - see
+Pain, abdominal"; "Necrosis, necrotic - see also Gangrene") leads where a coder following the
+reference would go: to the code of the term it names, when that term has one (``followed``).
+A reference to a term without a code of its own ("see Necrosis, by site") leads nowhere.
+
 Codes are checked against the catalogue: a code ending in ``-`` (incomplete) or one the tabular
 list of this fiscal year does not have maps to its longest valid prefix, a 7th-character code
 to the code it extends (``mapped``); what has no valid prefix is dropped (``dropped``).
@@ -28,6 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from icdcoder.shared.catalogue import Catalogue, CatalogueError
 from icdcoder.shared.codes import InvalidCodeError, normalise_code
@@ -41,15 +47,42 @@ class IndexTerms:
     texts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     mapped: int = 0
     dropped: int = 0
+    #: Terms whose code came from the term their *see* or *see also* names.
+    followed: int = 0
 
 
-def index_terms(
-    paths: Iterable[tuple[str, str]], catalogue: Catalogue, *, source: str
-) -> IndexTerms:
-    """Group ``(term path, raw code)`` pairs by catalogue code (see the module docstring)."""
+class Entry(NamedTuple):
+    """A term as a reader yields it: its path and raw code, or no code and the term it refers
+    to; ``main_term`` is the path's first term."""
+
+    path: str
+    code: str | None
+    see: str | None = None
+    main_term: str = ""
+
+
+def index_terms(entries: Iterable[Entry], catalogue: Catalogue, *, source: str) -> IndexTerms:
+    """Group term paths by catalogue code, cross-references followed (the module docstring)."""
     result = IndexTerms(source=source)
+    entries = list(entries)
+    coded = {
+        _path_key(e.path): e.code
+        for e in reversed(entries)  # the first entry of a path wins
+        if e.code is not None
+    }
+    for e in entries:  # the main term "Necrosis, necrotic" is referred to as "Necrosis"
+        if e.code is not None and ", " in e.main_term and e.path.startswith(e.main_term):
+            alias = e.main_term.split(", ", 1)[0] + e.path[len(e.main_term) :]
+            coded.setdefault(_path_key(alias), e.code)
+    pairs: list[tuple[str, str]] = []
+    for e in entries:
+        if e.code is not None:
+            pairs.append((e.path, e.code))
+        elif e.see is not None and (target := coded.get(_path_key(e.see))) is not None:
+            pairs.append((e.path, target))
+            result.followed += 1
     grouped: dict[str, list[str]] = {}
-    for term_path, raw_code in paths:
+    for term_path, raw_code in pairs:
         code = resolve_index_code(raw_code, catalogue)
         if code is None:
             result.dropped += 1
@@ -73,16 +106,21 @@ def read_index(paths: Sequence[Path], catalogue: Catalogue) -> IndexTerms:
     merged in the order given; ``source`` names each file."""
     if not paths:
         raise CatalogueError("no alphabetic index file given")
-    pairs: list[tuple[str, str]] = []
+    entries: list[Entry] = []
     for path in paths:
         if not path.is_file():
             raise CatalogueError(f"alphabetic index not found: {path}")
         reader = xml_paths if path.suffix.lower() == ".xml" else any_csv_paths
-        pairs.extend(reader(path))
-    return index_terms(pairs, catalogue, source=" + ".join(p.name for p in paths))
+        entries.extend(reader(path))
+    return index_terms(entries, catalogue, source=" + ".join(p.name for p in paths))
 
 
-def any_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
+def _path_key(term_path: str) -> str:
+    """A term path as a reference names it: lower case, nonessential modifiers left out."""
+    return " ".join(re.sub(r"\([^)]*\)", " ", term_path).lower().replace(",", " , ").split())
+
+
+def any_csv_paths(path: Path) -> Iterator[Entry]:
     """A flattened CSV: the index (a ``Code`` column) or a table (one column per heading)."""
     with path.open(newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle), [])
@@ -91,9 +129,9 @@ def any_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
     return table_csv_paths(path)
 
 
-def csv_paths(path: Path) -> Iterator[tuple[str, str]]:
-    """``(term path, code)`` for each coded row: ``Level`` is the depth under the main term, so
-    a row's path is the terms of the rows above it at lower levels."""
+def csv_paths(path: Path) -> Iterator[Entry]:
+    """An :data:`Entry` for each coded or referring row: ``Level`` is the depth under the main
+    term, so a row's path is the terms of the rows above it at lower levels."""
     stack: list[str] = []
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -105,14 +143,16 @@ def csv_paths(path: Path) -> Iterator[tuple[str, str]]:
             del stack[level:]
             stack.append(term)
             if row.get("Code"):
-                yield ", ".join(stack), row["Code"].strip()
+                yield Entry(", ".join(stack), row["Code"].strip(), main_term=stack[0])
+            elif reference := (row.get("See") or row.get("SeeAlso") or "").strip():
+                yield Entry(", ".join(stack), None, reference)
 
 
 #: CSV table columns that are not headings.
 _TABLE_META = {"RowID", "Letter", "Level", "Term", "See", "SeeAlso", "NonEssModif"}
 
 
-def table_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
+def table_csv_paths(path: Path) -> Iterator[Entry]:
     """A flattened table (neoplasms, drugs): each coded cell as ``path, heading``."""
     stack: list[str] = []
     with path.open(newline="", encoding="utf-8") as handle:
@@ -131,10 +171,10 @@ def table_csv_paths(path: Path) -> Iterator[tuple[str, str]]:
             for column in columns:
                 code = (row.get(column) or "").strip()
                 if _is_code(code):
-                    yield f"{', '.join(stack)}, {headings[column]}", code
+                    yield Entry(f"{', '.join(stack)}, {headings[column]}", code)
 
 
-def xml_paths(path: Path) -> Iterator[tuple[str, str]]:
+def xml_paths(path: Path) -> Iterator[Entry]:
     """The CMS XML of the index (``code`` under a term) or of a table (``cell`` columns)."""
     try:
         root = ET.parse(path).getroot()
@@ -151,20 +191,20 @@ def xml_paths(path: Path) -> Iterator[tuple[str, str]]:
             yield from _xml_term(main, [], headings)
 
 
-def _xml_term(
-    element: ET.Element, above: list[str], headings: dict[str, str]
-) -> Iterator[tuple[str, str]]:
+def _xml_term(element: ET.Element, above: list[str], headings: dict[str, str]) -> Iterator[Entry]:
     title = element.find("title")
     path = [*above, _title_text(title) if title is not None else ""]
     joined = ", ".join(part for part in path if part)
-    for code_element in element.iterfind("code"):
-        code = (code_element.text or "").strip()
-        if _is_code(code):
-            yield joined, code
+    codes = [c for e in element.iterfind("code") if _is_code(c := (e.text or "").strip())]
+    for code in codes:
+        yield Entry(joined, code, main_term=path[0])
     for cell in element.iterfind("cell"):
         value = (cell.text or "").strip()
         if _is_code(value):
-            yield f"{joined}, {headings.get(cell.get('col', ''), '')}".rstrip(", "), value
+            yield Entry(f"{joined}, {headings.get(cell.get('col', ''), '')}".rstrip(", "), value)
+    reference = element.findtext("see") or element.findtext("seeAlso")
+    if not codes and reference:
+        yield Entry(joined, None, " ".join(reference.split()))
     for child in element.iterfind("term"):
         yield from _xml_term(child, path, headings)
 

@@ -78,6 +78,8 @@ class EnrichmentEntry(FileEntry):
     #: Index entries whose code the catalogue does not have (mapped to a parent, or dropped).
     mapped: int = 0
     dropped: int = 0
+    #: Terms with no code of their own that lead to the code of the term they refer to.
+    followed: int = 0
 
 
 class MemoryEntry(FileEntry):

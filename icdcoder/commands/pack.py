@@ -129,7 +129,7 @@ def describe(pack: Pack) -> str:
         + (
             f"{m.enrichment.texts:,} texts for {m.enrichment.codes:,} codes from "
             f"{m.enrichment.source} ({m.enrichment.mapped:,} mapped, {m.enrichment.dropped:,} "
-            "dropped)"
+            f"dropped, {m.enrichment.followed:,} by cross-reference)"
             if m.enrichment
             else "none"
         ),

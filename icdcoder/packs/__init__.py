@@ -110,6 +110,7 @@ def _write_files(root: Path, spec: PackSpec, catalogue: Catalogue, base: Pack) -
             codes=len(spec.enrichment.texts),
             mapped=spec.enrichment.mapped,
             dropped=spec.enrichment.dropped,
+            followed=spec.enrichment.followed,
         )
     elif base.manifest.enrichment is not None and not spec.no_enrichment:
         shutil.copyfile(base.root / base.manifest.enrichment.file, root / "enrichment.tsv.gz")

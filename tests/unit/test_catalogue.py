@@ -72,6 +72,50 @@ def test_index_enrichment(catalogue: Catalogue) -> None:
     assert loaded.source == INDEX_CSV.name
 
 
+CROSS_REFERENCES_CSV = """RowID,Letter,Level,Term,See,SeeAlso,NonEssModif,Code
+1,A,0,Abdominalgia,"Pain, abdominal",,,
+2,G,0,"Gangrene, gangrenous",,Necrosis,(dry) (moist),I96
+3,N,0,"Necrosis, necrotic",,Gangrene,(ischemic),
+4,N,1,kidney,,,(bilateral),N28.0
+5,N,1,renal,"Necrosis, kidney",,,
+6,N,1,radiation,"Necrosis, by site",,,
+7,P,0,Pain(s),,,,R52
+8,P,1,abdominal,,,,R10.9
+9,W,0,Wanderer,Nowhere,,,
+"""
+
+CROSS_REFERENCES_XML = """<ICD10CM.index><letter><title>A</title>
+<mainTerm><title>Abdominalgia</title><see>Pain, abdominal</see></mainTerm>
+<mainTerm><title>Gangrene, gangrenous <nemod>(dry)</nemod></title><code>I96</code></mainTerm>
+<mainTerm><title>Necrosis, necrotic</title><seeAlso>Gangrene</seeAlso>
+  <term level="1"><title>kidney</title><code>N28.0</code></term>
+  <term level="1"><title>renal</title><see>Necrosis, kidney</see></term>
+</mainTerm>
+<mainTerm><title>Pain(s)</title><code>R52</code>
+  <term level="1"><title>abdominal</title><code>R10.9</code></term>
+</mainTerm>
+</letter></ICD10CM.index>
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("index.csv", CROSS_REFERENCES_CSV), ("index.xml", CROSS_REFERENCES_XML)]
+)
+def test_index_cross_references_lead_to_the_code_of_the_term_they_name(
+    tmp_path: Path, catalogue: Catalogue, name: str, content: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    loaded = read_index([path], catalogue)
+    assert "Abdominalgia" in loaded.texts["R10.9"]  # see: a subterm
+    assert "Necrosis, necrotic" in loaded.texts["I96"]  # see also: "Gangrene, gangrenous"
+    assert "Necrosis, necrotic, renal" in loaded.texts["N28.0"]  # under the short main term
+    assert loaded.followed == 3
+    # a reference to a term without a code, or to none, leads nowhere
+    every = {t for texts in loaded.texts.values() for t in texts}
+    assert not {"Necrosis, necrotic, radiation", "Wanderer"} & every
+
+
 def test_index_codes_map_to_their_longest_valid_prefix(catalogue: Catalogue) -> None:
     assert resolve_index_code("E11.9", catalogue) == "E11.9"
     assert resolve_index_code("E11.-", catalogue) == "E11"
