@@ -65,13 +65,12 @@ def index_terms(entries: Iterable[Entry], catalogue: Catalogue, *, source: str) 
     """Group term paths by catalogue code, cross-references followed (the module docstring)."""
     result = IndexTerms(source=source)
     entries = list(entries)
-    coded = {
-        _path_key(e.path): e.code
-        for e in reversed(entries)  # the first entry of a path wins
-        if e.code is not None
-    }
-    for e in entries:  # the main term "Necrosis, necrotic" is referred to as "Necrosis"
-        if e.code is not None and ", " in e.main_term and e.path.startswith(e.main_term):
+    coded: dict[str, str] = {}  # a term path's key -> its code; the first entry of a path wins
+    for e in entries:
+        if e.code is not None:
+            coded.setdefault(_path_key(e.path), e.code)
+    for e in entries:  # then the main term "Necrosis, necrotic" as a reference names it
+        if e.code is not None and ", " in e.main_term:
             alias = e.main_term.split(", ", 1)[0] + e.path[len(e.main_term) :]
             coded.setdefault(_path_key(alias), e.code)
     pairs: list[tuple[str, str]] = []
@@ -130,7 +129,7 @@ def any_csv_paths(path: Path) -> Iterator[Entry]:
 
 
 def csv_paths(path: Path) -> Iterator[Entry]:
-    """An :data:`Entry` for each coded or referring row: ``Level`` is the depth under the main
+    """An :class:`Entry` for each coded or referring row: ``Level`` is the depth under the main
     term, so a row's path is the terms of the rows above it at lower levels."""
     stack: list[str] = []
     with path.open(newline="", encoding="utf-8") as handle:
