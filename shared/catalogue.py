@@ -64,8 +64,12 @@ class CodeRef:
 
     def covers(self, code: str) -> bool:
         compact = code.replace(".", "")
-        lo, hi = self.first.replace(".", ""), self.last.replace(".", "")
+        lo, hi = self._bounds
         return lo <= compact[: len(lo)] and compact[: len(hi)] <= hi
+
+    @cached_property
+    def _bounds(self) -> tuple[str, str]:
+        return self.first.replace(".", ""), self.last.replace(".", "")
 
 
 def parse_refs(note: str) -> list[CodeRef]:
@@ -127,15 +131,28 @@ class Catalogue:
 
     def excludes1(self, code: str) -> list[CodeRef]:
         """Excludes1 references that apply to ``code``: its own and its ancestors' notes."""
-        refs: list[CodeRef] = []
-        for c in [code, *self.ancestors(code)]:
-            refs.extend(self._excludes1_refs.get(c, ()))
+        return list(self._applying_excludes1(code))
+
+    @cached_property
+    def _excludes1_seen(self) -> dict[str, tuple[CodeRef, ...]]:
+        """:meth:`excludes1` of each code asked about so far (the aggregator asks per pair)."""
+        return {}
+
+    def _applying_excludes1(self, code: str) -> tuple[CodeRef, ...]:
+        refs = self._excludes1_seen.get(code)
+        if refs is None:
+            refs = tuple(
+                ref
+                for c in [code, *self.ancestors(code)]
+                for ref in self._excludes1_refs.get(c, ())
+            )
+            self._excludes1_seen[code] = refs
         return refs
 
     def excludes1_conflict(self, a: str, b: str) -> bool:
         """True when the two codes may not be reported together (Excludes1, either way)."""
-        return any(ref.covers(b) for ref in self.excludes1(a)) or any(
-            ref.covers(a) for ref in self.excludes1(b)
+        return any(ref.covers(b) for ref in self._applying_excludes1(a)) or any(
+            ref.covers(a) for ref in self._applying_excludes1(b)
         )
 
     def billable(self, code: str) -> tuple[str, str | None]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from icdcoder.services.verifier.span_model import FEATURES, features, note_support
+from icdcoder.services.verifier.span_model import FEATURES, note_support, span_features
 from icdcoder.shared.context import contextual_text
 from icdcoder.shared.messages import RetrievedNote
 from icdcoder.training.corpus import CodedCase
@@ -36,8 +36,8 @@ def span_rows(
         for item in note.items:
             cands = item.candidates[:considered]
             read_as = contextual_text(item.span) or item.span.text
-            for i, cand in enumerate(cands):
-                x.append([1.0, *features(read_as, cands, i, counts)])
+            for cand, values in zip(cands, span_features(read_as, cands, counts), strict=True):
+                x.append([1.0, *values])
                 y.append(float(cand.code.lower() in gold))
     width = 1 + len(FEATURES)
     return np.array(x, dtype=np.float64).reshape(-1, width), np.array(y, dtype=np.float64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,13 +88,20 @@ class BoostedTrees:
     def log_odds(self, rows: Sequence[Sequence[float]]) -> npt.NDArray[np.float64]:
         """The model's log-odds for each row of features."""
         x = np.asarray(rows, dtype=np.float64).reshape(-1, self.n_features)
-        nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size)).copy()
-        row_index = np.arange(x.shape[0])[:, None]
+        flat = x.ravel()
+        # where each row's features start in ``flat``, one column per tree
+        starts = (np.arange(x.shape[0]) * self.n_features)[:, None]
+        nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size))
         for _ in range(self.depth):
-            goes_left = x[row_index, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(goes_left, self.left[nodes], self.right[nodes])
+            goes_left = flat[starts + self.feature[nodes]] <= self.threshold[nodes]
+            nodes = self._children[2 * nodes + goes_left]
         scores: npt.NDArray[np.float64] = self.baseline + self.value[nodes].sum(axis=1)
         return scores
+
+    @cached_property
+    def _children(self) -> npt.NDArray[np.intp]:
+        """Node ``k``'s right child at ``2k``, its left at ``2k + 1`` (one gather a step)."""
+        return np.stack([self.right, self.left], axis=1).ravel()
 
     def confidences(self, rows: Sequence[Sequence[float]]) -> list[float]:
         return [1.0 / (1.0 + math.exp(-z)) for z in self.log_odds(rows).tolist()]

@@ -59,6 +59,9 @@ NOTE_FEATURES = (
 LATER_NOTE_FEATURES = frozenset({"documented", "documented_gap", "coverage_gap"})
 #: ``sibling_gap`` when no other code of the note shares the code's category.
 NO_SIBLING = 5.0
+_SCORE, _COVERAGE, _MEMORY_SCORE, _MEMORY_VOTES = (
+    FEATURES.index(name) for name in ("score", "coverage", "memory_score", "memory_votes")
+)
 
 
 class NoteModel(Protocol):
@@ -137,6 +140,9 @@ class CodeInNote:
         self.memory_score = 0.0
         self.score = 0.0
         self.coverage = 0.0
+        # note_coverage() and documented(), once read (add() forgets them)
+        self._note_coverage: float | None = None
+        self._documented: float | None = None
 
     def add(
         self,
@@ -154,11 +160,11 @@ class CodeInNote:
         self.first += rank == 0
         if rank < suggestions:
             self.suggested.append(item)
-        named = dict(zip(FEATURES, values, strict=True))
-        self.memory_votes = max(self.memory_votes, int(named["memory_votes"]))
-        self.memory_score = max(self.memory_score, named["memory_score"])
-        self.score = max(self.score, named["score"])
-        self.coverage = max(self.coverage, named["coverage"])
+        self.memory_votes = max(self.memory_votes, int(values[_MEMORY_VOTES]))
+        self.memory_score = max(self.memory_score, values[_MEMORY_SCORE])
+        self.score = max(self.score, values[_SCORE])
+        self.coverage = max(self.coverage, values[_COVERAGE])
+        self._note_coverage = self._documented = None
 
     def features(self) -> tuple[float, ...]:
         """The :data:`NOTE_FEATURES`: span confidences enter as log-odds."""
@@ -193,12 +199,16 @@ class CodeInNote:
 
     def note_coverage(self) -> float:
         """How much of the code's text the whole note contains (words may be in any span)."""
-        texts = {self.description, *(c.matched for c in self.candidates.values())}
-        return max(stem_coverage(self.note_stems, text) for text in texts)
+        if self._note_coverage is None:
+            texts = {self.description, *(c.matched for c in self.candidates.values())}
+            self._note_coverage = max(stem_coverage(self.note_stems, text) for text in texts)
+        return self._note_coverage
 
     def documented(self) -> float:
         """The share of the words the code's title asks for that the note states."""
-        return documented_share(self.description, self.note_said)
+        if self._documented is None:
+            self._documented = documented_share(self.description, self.note_said)
+        return self._documented
 
     def evidence(self) -> list[SpanCandidates]:
         """The spans that ranked the code among their first suggestions, else its best span."""
@@ -226,11 +236,19 @@ def compare_siblings(rows: Iterable[CodeInNote]) -> None:
     for group in by_category.values():
         if len(group) == 1:
             continue
-        bests = [row.best() for row in group]
-        documented = [row.documented() for row in group]
-        covered = [row.note_coverage() for row in group]
-        for i, row in enumerate(group):
+        bests = _others_best([row.best() for row in group])
+        documented = _others_best([row.documented() for row in group])
+        covered = _others_best([row.note_coverage() for row in group])
+        for row, best, said, cover in zip(group, bests, documented, covered, strict=True):
             row.siblings = len(group) - 1
-            row.sibling_gap = bests[i] - max(bests[:i] + bests[i + 1 :])
-            row.documented_gap = documented[i] - max(documented[:i] + documented[i + 1 :])
-            row.coverage_gap = covered[i] - max(covered[:i] + covered[i + 1 :])
+            row.sibling_gap = best
+            row.documented_gap = said
+            row.coverage_gap = cover
+
+
+def _others_best(values: Sequence[float]) -> list[float]:
+    """Each value less the largest of the others (two values at least)."""
+    first = max(range(len(values)), key=values.__getitem__)
+    top = values[first]
+    second = max(v for i, v in enumerate(values) if i != first)
+    return [v - (second if i == first else top) for i, v in enumerate(values)]

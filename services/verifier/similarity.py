@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from icdcoder.services.verifier.core import NoteVotes
 from icdcoder.services.verifier.justify import justify, note_context
 from icdcoder.services.verifier.note_model import CodeInNote, NoteModel, compare_siblings
-from icdcoder.services.verifier.span_model import SpanWeights, features, note_support
+from icdcoder.services.verifier.span_model import SpanWeights, note_support, span_features
 from icdcoder.shared.context import context_reason, contextual_text
 from icdcoder.shared.guidelines import said_stems
 from icdcoder.shared.messages import (
@@ -113,10 +113,13 @@ class SimilarityVerifier:
         """The span's considered candidates with their confidence and features, best first."""
         cands = item.candidates[: self.considered]
         read_as = contextual_text(item.span) or item.span.text
-        scored = []
-        for i, cand in enumerate(cands):
-            values = features(read_as, cands, i, spans_per_code)
-            scored.append((self.weights.confidence(values), cand, values))
+        confidence = self.weights.confidence
+        scored = [
+            (confidence(values), cand, values)
+            for cand, values in zip(
+                cands, span_features(read_as, cands, spans_per_code), strict=True
+            )
+        ]
         scored.sort(key=lambda row: (-row[0], row[1].code))
         return scored
 

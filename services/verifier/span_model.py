@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from icdcoder.services.verifier.logodds import sigmoid
 from icdcoder.shared.messages import Candidate, SpanCandidates
-from icdcoder.shared.text import coverage
+from icdcoder.shared.text import stem_coverage, stems
 
 FEATURES = ("score", "coverage", "margin", "memory_score", "memory_votes", "support")
 
@@ -50,10 +51,14 @@ class SpanWeights:
         return cls(**{name: float(data.get(name, 0.0)) for name in ("bias", *FEATURES)})
 
     def vector(self) -> tuple[float, ...]:
+        return self._vector
+
+    @cached_property
+    def _vector(self) -> tuple[float, ...]:
         return tuple(getattr(self, name) for name in FEATURES)
 
     def confidence(self, values: Sequence[float]) -> float:
-        return sigmoid(self.bias + sum(w * f for w, f in zip(self.vector(), values, strict=True)))
+        return sigmoid(self.bias + sum(w * f for w, f in zip(self._vector, values, strict=True)))
 
 
 def note_support(items: Sequence[SpanCandidates], considered: int) -> dict[str, int]:
@@ -72,15 +77,34 @@ def features(
     spans_per_code: Mapping[str, int],
 ) -> tuple[float, ...]:
     """The :data:`FEATURES` of candidate ``index`` among a span's candidates, in that order."""
-    cand = cands[index]
-    cov = max(coverage(span_text, cand.matched), coverage(span_text, cand.description))
-    runner_up = max((c.score for j, c in enumerate(cands) if j != index), default=0.0)
-    others = max(spans_per_code.get(cand.code, 1) - 1, 0)
-    return (
-        cand.score,
-        cov,
-        cand.score - runner_up,
-        cand.memory_score,
-        float(cand.memory_votes),
-        math.log1p(others),
-    )
+    return span_features(span_text, cands, spans_per_code)[index]
+
+
+def span_features(
+    span_text: str, cands: Sequence[Candidate], spans_per_code: Mapping[str, int]
+) -> list[tuple[float, ...]]:
+    """The :data:`FEATURES` of each of a span's candidates, in their order."""
+    span_stems = stems(span_text)
+    scores = [c.score for c in cands]
+    # a candidate's runner-up is the best score among the others: the best candidate's is the
+    # second best, everyone else's the best
+    best = max(range(len(scores)), key=scores.__getitem__, default=0)
+    top = scores[best] if scores else 0.0
+    second = max((s for j, s in enumerate(scores) if j != best), default=0.0)
+    rows: list[tuple[float, ...]] = []
+    for i, cand in enumerate(cands):
+        cov = max(
+            stem_coverage(span_stems, cand.matched), stem_coverage(span_stems, cand.description)
+        )
+        others = max(spans_per_code.get(cand.code, 1) - 1, 0)
+        rows.append(
+            (
+                cand.score,
+                cov,
+                cand.score - (second if i == best else top),
+                cand.memory_score,
+                float(cand.memory_votes),
+                math.log1p(others),
+            )
+        )
+    return rows

@@ -17,7 +17,13 @@ from icdcoder.services.retriever.core import (
     merge_memory,
 )
 from icdcoder.services.verifier.justify import justify
-from icdcoder.services.verifier.span_model import FEATURES, SpanWeights, features, note_support
+from icdcoder.services.verifier.span_model import (
+    FEATURES,
+    SpanWeights,
+    features,
+    note_support,
+    span_features,
+)
 from icdcoder.shared.catalogue import Catalogue, CodeInfo
 from icdcoder.shared.memory import (
     Example,
@@ -254,6 +260,19 @@ def test_support_counts_other_spans_and_memory_features_reach_the_score() -> Non
     weights = SpanWeights(memory_votes=1.0)
     plain = weights.confidence(features("pain", [a, b], 0, counts))
     assert weights.confidence(features("pain", [remembered, b], 0, counts)) > plain
+
+
+def test_margin_is_the_distance_to_the_best_other_candidate_ties_included() -> None:
+    def cand(code: str, score: float) -> Candidate:
+        return Candidate(code=code, description="Pain", score=score, matched="Pain")
+
+    cands = [cand("A", 0.5), cand("B", 0.7), cand("C", 0.7), cand("D", 0.2)]
+    rows = span_features("pain", cands, {})
+    margins = [row[FEATURES.index("margin")] for row in rows]
+    # B and C tie for first: each stands 0 above the other; the rest stand below the best
+    assert margins == pytest.approx([-0.2, 0.0, 0.0, -0.5])
+    assert span_features("pain", cands[:1], {})[0][FEATURES.index("margin")] == 0.5
+    assert span_features("pain", [], {}) == []
 
 
 def test_memory_justification_does_not_repeat_another_notes_text() -> None:

@@ -276,6 +276,19 @@ def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catal
     assert isinstance(off, SimilarityVerifier) and off.note_classifier is None
 
 
+def test_each_sibling_stands_against_the_best_of_the_others() -> None:
+    idiopathic = cand("M10.00", "Idiopathic gout, unspecified site", 0.6)
+    lead = cand("M10.10", "Lead-induced gout, unspecified site", 0.4)
+    note = note_of(("Gout", [GOUT, idiopathic, lead], {}))
+    rows = SimilarityVerifier().note_rows(note, {})
+    best = {code: row.best() for code, row in rows.items()}
+    gaps = {code: row.sibling_gap for code, row in rows.items()}
+    for code, gap in gaps.items():
+        others = max(b for other, b in best.items() if other != code)
+        assert gap == pytest.approx(best[code] - others)
+    assert all(row.siblings == 2 for row in rows.values())
+
+
 def test_note_rows_compare_codes_of_one_category_and_count_coded_notes() -> None:
     idiopathic = cand("M10.00", "Idiopathic gout, unspecified site", 0.6)
     note = note_of(("Gout", [GOUT, idiopathic], {}), ("Hypertension", [HYPERTENSION], {}))
