@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-span", action="store_true", help="keep the base's span weights, fit the note model"
     )
+    parser.add_argument(
+        "--considered",
+        type=positive_int,
+        help="candidates of each span to fit on and score (default: the base's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.set_defaults(handler=run)
 
@@ -153,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         if args.span_features
         else None,
         note_model=args.note_model,
+        considered=args.considered,
     )
     try:
         weights, report = fit_weights(
@@ -249,6 +255,7 @@ def summary(
         span_line,
         f"  note model  {kind}: {report.note_cases:,} cases, {report.codes:,} codes, "
         f"{report.note_positives:,} positives",
+        f"  considered  {weights['considered']} candidates a span",
         "  kept        operating points of the base: "
         f"span {_point(span_point)}; note {_point(note_point)} (check them on dev)",
     ]

@@ -1,6 +1,6 @@
 """The span model's fit: one row per (span, candidate), logistic regression by Newton's method.
 
-Each of a span's first ``considered`` candidates (10, as the verifier scores them) is a row of
+Each of a span's first ``considered`` candidates (as many as the verifier scores) is a row of
 :data:`~icdcoder.services.verifier.span_model.FEATURES`, computed exactly as the verifier
 computes them (the span read in its family/historical context, the note's span support); its
 label is whether the code is among the case's gold codes. The weights are rounded to 4 decimals,

@@ -195,6 +195,8 @@ class FitOptions:
     note_model: NoteModelKind = "trees"
     #: Boosting settings (None: the base's trees' settings, else :data:`TREE_PARAMS`).
     tree_params: Mapping[str, float | int] | None = None
+    #: How many of a span's candidates to fit on and score (None: the base's).
+    considered: int | None = None
 
 
 @dataclass
@@ -230,21 +232,22 @@ def fit_weights(
 ) -> tuple[dict[str, Any], FitReport]:
     """The new weights file's content (span and note sections) and what the fit saw."""
     from icdcoder.services.verifier.similarity import SimilarityVerifier
+    from icdcoder.services.verifier.weights import CONSIDERED_BEFORE
 
     report = FitReport()
-    considered = SimilarityVerifier().considered
+    considered = options.considered or int(base.get("considered", CONSIDERED_BEFORE))
     memory = data.memory
-    weights = dict(base)
+    weights = dict(base) | {"considered": considered}
     if options.fit_span:
         count = min(options.span_cases or len(data.cases), len(data.cases))
         features = options.span_features or base_span_features(base, memory)
         x, y = span_rows(data.cases[:count], data.notes[:count], considered)
         fitted = fit_span(x, y, features)
         origin = provenance(corpus, count, data.retrieval, memory, "candidates", y, "span")
-        weights = with_span(base, fitted, origin)
+        weights = with_span(weights, fitted, origin)
         report.span_cases, report.candidates = count, len(y)
         report.span_positives, report.span_features = int(y.sum()), tuple(features)
-    verifier = SimilarityVerifier(weights=SpanWeights.from_dict(weights))
+    verifier = SimilarityVerifier(weights=SpanWeights.from_dict(weights), considered=considered)
     x, y = note_rows(
         data.cases, data.notes, verifier, data.memory_notes, settings.verifier, progress=progress
     )

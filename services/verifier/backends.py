@@ -57,6 +57,7 @@ def similarity_verifier(
         ),
         max_codes_per_span=config.max_codes_per_span or point.max_codes_per_span,
         max_suggestions_per_span=config.max_suggestions_per_span,
+        considered=weights.considered,
         weights=weights.span,
         note_model=model,
         similar_notes=coded.similar,

@@ -3,13 +3,16 @@
 The file (``weights.json`` in a pack) is what ``icdcoder train`` writes::
 
     {"bias": ..., "score": ..., ...,                  # span weights (span_model.FEATURES)
+     "considered": 20,                                # candidates a span was fitted on
      "operating_point": {"accept_threshold": ...},    # where the span confidence is cut
      "provenance": {...},
      "note": {"features": [...], "trees": {...} | "bias": ..., ...,   # the note re-ranker
               "operating_point": {...}, "provenance": {...}}}
 
 An operating point was chosen on held-out data for its fit, so it travels with the weights and
-moves when they are refitted; settings may still override each of its values.
+moves when they are refitted; settings may still override each of its values. So does
+``considered``, how many of a span's candidates the models score: a file without it was fitted
+on :data:`CONSIDERED_BEFORE`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from typing import Any
 
 from icdcoder.services.verifier.note_model import NoteModel, note_model_from_dict
 from icdcoder.services.verifier.span_model import SpanWeights
+
+#: ``considered`` of a weights file that does not say (fitted before it was recorded).
+CONSIDERED_BEFORE = 10
 
 
 @dataclass(frozen=True)
@@ -55,16 +61,22 @@ class VerifierWeights:
     note: NoteModel | None = None
     note_point: OperatingPoint = OperatingPoint()
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: How many of a span's candidates the models were fitted on, and so score.
+    considered: int = CONSIDERED_BEFORE
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VerifierWeights:
         note = data.get("note") or None
+        considered = int(data.get("considered", CONSIDERED_BEFORE))
+        if considered < 1:
+            raise ValueError(f"considered must be 1 or more, not {considered}")
         return cls(
             span=SpanWeights.from_dict(data),
             span_point=OperatingPoint.from_dict(data.get("operating_point") or {}),
             note=note_model_from_dict(note) if note else None,
             note_point=OperatingPoint.from_dict((note or {}).get("operating_point") or {}),
             provenance=dict(data.get("provenance") or {}),
+            considered=considered,
         )
 
     @classmethod

@@ -284,6 +284,7 @@ def test_a_fit_keeps_the_bases_shape_and_operating_points() -> None:
     ]
     assert weights["operating_point"] == base["operating_point"]
     assert weights["note"]["operating_point"] == base["note"]["operating_point"]
+    assert weights["considered"] == base["considered"]
     assert weights["provenance"]["fitted_on"] == "tiny, 20 cases"
     assert weights["note"]["provenance"]["fitted_on"] == "tiny, 30 cases"
     assert (report.span_cases, report.note_cases, len(weights["note"]["trees"]["trees"])) == (
@@ -306,6 +307,22 @@ def test_logistic_note_model_and_kept_span_weights() -> None:
     assert {k: weights[k] for k in ("bias", "score")} == {k: base[k] for k in ("bias", "score")}
     assert set(weights["note"]) == {"bias", *NOTE_FEATURES, "provenance", "operating_point"}
     assert report.span_cases == 0 and report.tree_params == {}
+
+
+def test_a_fit_scores_as_many_candidates_a_span_as_it_is_told_and_says_so() -> None:
+    base = read_weights(BUILTIN / "weights.json")
+    data = training_data(synthetic_cases(30))
+    fits = {
+        n: fit_weights(data, base, FitOptions(considered=n), corpus="tiny", settings=Settings())
+        for n in (1, 2)
+    }
+    assert [fits[n][0]["considered"] for n in (1, 2)] == [1, 2]
+    assert VerifierWeights.from_dict(fits[1][0]).considered == 1
+    # each span's candidates beyond the first are rows only when considered
+    assert fits[1][1].candidates < fits[2][1].candidates
+    older = {k: v for k, v in base.items() if k != "considered"}
+    kept, _ = fit_weights(data, older, FitOptions(), corpus="tiny", settings=Settings())
+    assert kept["considered"] == 10
 
 
 # --- the corpus and the command -------------------------------------------------------------
