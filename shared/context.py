@@ -8,6 +8,8 @@ codes a span may produce at all: the verifier scores only those, the aggregator 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from icdcoder.shared.messages import Span
 
 
@@ -58,3 +60,16 @@ def context_reason(span: Span, code: str) -> str | None:
     if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY + CHRONIC):
         return "historical: a past condition, not a current one"
     return None
+
+
+def stated_text(text: str, spans: Iterable[Span]) -> str:
+    """The note's ``text`` without the spans that :func:`rules_out_every_code` (negated or
+    hypothetical): what the note states of the patient. "No fever or cough" states neither."""
+    parts: list[str] = []
+    at = 0
+    for span in sorted((s for s in spans if rules_out_every_code(s)), key=lambda s: s.start):
+        if span.start >= at:
+            parts.append(text[at : span.start])
+        at = max(at, span.end)
+    parts.append(text[at:])
+    return " ".join(parts)

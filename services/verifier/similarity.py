@@ -20,7 +20,7 @@ from icdcoder.services.verifier.core import NoteVotes
 from icdcoder.services.verifier.justify import justify, note_context
 from icdcoder.services.verifier.note_model import CodeInNote, NoteModel, compare_siblings
 from icdcoder.services.verifier.span_model import SpanWeights, note_support, span_features
-from icdcoder.shared.context import context_reason, contextual_text
+from icdcoder.shared.context import context_reason, contextual_text, stated_text
 from icdcoder.shared.guidelines import said_stems
 from icdcoder.shared.messages import (
     Candidate,
@@ -128,8 +128,11 @@ class SimilarityVerifier:
     ) -> dict[str, CodeInNote]:
         """What the note's spans say about each code they may produce (context allowing)."""
         rows: dict[str, CodeInNote] = {}
-        note_stems = stems(note.text)
-        note_said = said_stems(note.text)
+        # a code's words count as documented where the note states them, not where it rules
+        # them out ("no fever" documents no R50.9)
+        stated = stated_text(note.text, (item.span for item in note.items))
+        note_stems = stems(stated)
+        note_said = said_stems(stated)
         votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
         classified = self.note_classifier.votes(note.text) if self.note_classifier else {}
         for item in note.items:

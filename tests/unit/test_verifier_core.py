@@ -8,6 +8,7 @@ import pytest
 from icdcoder.services.verifier.note_model import NO_SIBLING, NOTE_FEATURES, LogisticNoteModel
 from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
+from icdcoder.shared.context import stated_text
 from icdcoder.shared.messages import Candidate, RetrievedNote, SpanCandidates
 from icdcoder.shared.text import coverage, shared_words
 from tests.fakes import make_span, verifier_from
@@ -109,6 +110,25 @@ def test_operating_point_travels_with_the_weights_and_settings_override_it(
     plain = verifier_from(weights, catalogue)
     assert isinstance(plain, SimilarityVerifier)
     assert (plain.accept_threshold, plain.max_codes_per_span) == (0.10, 1)
+
+
+def test_the_verifier_scores_as_many_candidates_as_its_weights_were_fitted_on(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    weights = tmp_path / "w.json"
+    span = {"bias": -6.0, "score": 1.0, "coverage": 1.0, "margin": 0.0}
+    weights.write_text(json.dumps(span))
+    older = verifier_from(weights, catalogue)
+    assert isinstance(older, SimilarityVerifier) and older.considered == 10
+    weights.write_text(json.dumps(span | {"considered": 3}))
+    chosen = verifier_from(weights, catalogue)
+    assert isinstance(chosen, SimilarityVerifier) and chosen.considered == 3
+    many = [cand(f"M10.{i}", "Gout", 0.9 - i / 100) for i in range(6)]
+    scored = chosen.score_span(note_of(("Gout", many, {})).items[0], {})
+    assert [c.code for _, c, _ in scored] == ["M10.0", "M10.1", "M10.2"]
+    weights.write_text(json.dumps(span | {"considered": 0}))
+    with pytest.raises(ValueError, match="considered"):
+        verifier_from(weights, catalogue)
 
 
 NOTE = "Hypertension. High blood pressure again today. Denies angina. Gout."
@@ -274,6 +294,38 @@ def test_the_note_classifier_feeds_the_reranker(tmp_path: Path, catalogue: Catal
     assert chosen.note_classifier.votes("Type 2 diabetes.")["E11.9"] > 0
     off = verifier_from(weights_path, catalogue, memory=memory, note_classifier=False)
     assert isinstance(off, SimilarityVerifier) and off.note_classifier is None
+
+
+def test_a_code_is_not_documented_by_words_the_note_rules_out() -> None:
+    angina = cand("I20.9", "Angina pectoris, unspecified", 0.5)
+    verifier = SimilarityVerifier()
+
+    def angina_row(**flags: bool) -> dict[str, float]:
+        # "Denies angina": the angina code reaches the note through the gout span only
+        note = note_of(("angina", [], flags), ("Gout", [GOUT, angina], {}))
+        row = verifier.note_rows(note, {})["I20.9"]
+        return dict(zip(NOTE_FEATURES, row.features(), strict=True))
+
+    stated, negated = angina_row(), angina_row(negated=True)
+    assert stated["note_coverage"] == 0.5 and stated["documented"] == 0.5  # not "pectoris"
+    assert negated["note_coverage"] == 0.0 and negated["documented"] == 0.0
+    assert angina_row(hypothetical=True)["note_coverage"] == 0.0
+    assert angina_row(family=True)["note_coverage"] == 0.5
+
+
+def test_stated_text_leaves_out_ruled_out_spans_only() -> None:
+    text = "No fever or cough. Mother had asthma. Rule out sepsis. Gout."
+    spans = [
+        make_span("fever", text, "s0", negated=True),
+        make_span("cough", text, "s1", negated=True),
+        make_span("asthma", text, "s2", family=True),
+        make_span("sepsis", text, "s3", hypothetical=True),
+        make_span("Gout", text, "s4"),
+    ]
+    stated = stated_text(text, reversed(spans))
+    assert "fever" not in stated and "cough" not in stated and "sepsis" not in stated
+    assert "asthma" in stated and "Gout" in stated and "No" in stated
+    assert stated_text(text, []) == text
 
 
 def test_each_sibling_stands_against_the_best_of_the_others() -> None:
