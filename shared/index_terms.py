@@ -115,8 +115,10 @@ def read_index(paths: Sequence[Path], catalogue: Catalogue) -> IndexTerms:
 
 
 def _path_key(term_path: str) -> str:
-    """A term path as a reference names it: lower case, nonessential modifiers left out."""
-    return " ".join(re.sub(r"\([^)]*\)", " ", term_path).lower().replace(",", " , ").split())
+    """A term path as a reference names it: lower case, without nonessential modifiers or
+    "NEC" ("Smoker - see Dependence, drug, nicotine" names "Dependence, drug NEC, nicotine")."""
+    words = re.sub(r"\([^)]*\)", " ", term_path).lower().replace(",", " , ").split()
+    return " ".join(word for word in words if word != "nec")
 
 
 def any_csv_paths(path: Path) -> Iterator[Entry]:

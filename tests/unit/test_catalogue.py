@@ -82,6 +82,10 @@ CROSS_REFERENCES_CSV = """RowID,Letter,Level,Term,See,SeeAlso,NonEssModif,Code
 7,P,0,Pain(s),,,,R52
 8,P,1,abdominal,,,,R10.9
 9,W,0,Wanderer,Nowhere,,,
+10,D,0,Dependence,,,(on) (syndrome),F19.20
+11,D,1,drug NEC,,,,F19.20
+12,D,2,nicotine,,,,F17.200
+13,S,0,Smoker,"Dependence, drug, nicotine",,,
 """
 
 CROSS_REFERENCES_XML = """<ICD10CM.index><letter><title>A</title>
@@ -94,6 +98,12 @@ CROSS_REFERENCES_XML = """<ICD10CM.index><letter><title>A</title>
 <mainTerm><title>Pain(s)</title><code>R52</code>
   <term level="1"><title>abdominal</title><code>R10.9</code></term>
 </mainTerm>
+<mainTerm><title>Dependence <nemod>(on)</nemod></title><code>F19.20</code>
+  <term level="1"><title>drug NEC</title><code>F19.20</code>
+    <term level="2"><title>nicotine</title><code>F17.200</code></term>
+  </term>
+</mainTerm>
+<mainTerm><title>Smoker</title><see>Dependence, drug, nicotine</see></mainTerm>
 </letter></ICD10CM.index>
 """
 
@@ -110,7 +120,8 @@ def test_index_cross_references_lead_to_the_code_of_the_term_they_name(
     assert "Abdominalgia" in loaded.texts["R10.9"]  # see: a subterm
     assert "Necrosis, necrotic" in loaded.texts["I96"]  # see also: "Gangrene, gangrenous"
     assert "Necrosis, necrotic, renal" in loaded.texts["N28.0"]  # under the short main term
-    assert loaded.followed == 3
+    assert "Smoker" in loaded.texts["F17.200"]  # a reference leaves out the path's "NEC"
+    assert loaded.followed == 4
     # a reference to a term without a code, or to none, leads nowhere
     every = {t for texts in loaded.texts.values() for t in texts}
     assert not {"Necrosis, necrotic, radiation", "Wanderer"} & every
