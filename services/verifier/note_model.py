@@ -112,6 +112,32 @@ def note_model_from_dict(data: Mapping[str, Any]) -> NoteModel:
 class CodeInNote:
     """One code's standing in a note: its spans' confidences and the features they add up to."""
 
+    # a note makes hundreds of these: slots keep them small and quick to make
+    __slots__ = (
+        "code",
+        "description",
+        "note_stems",
+        "note_said",
+        "similar_notes",
+        "coded_notes",
+        "siblings",
+        "sibling_gap",
+        "documented_gap",
+        "coverage_gap",
+        "classifier",
+        "confidences",
+        "spans",
+        "candidates",
+        "first",
+        "suggested",
+        "memory_votes",
+        "memory_score",
+        "score",
+        "coverage",
+        "_note_coverage",
+        "_documented",
+    )
+
     def __init__(
         self, first: Candidate, note_stems: frozenset[str], note_said: frozenset[str] = frozenset()
     ) -> None:
