@@ -116,9 +116,15 @@ def read_index(paths: Sequence[Path], catalogue: Catalogue) -> IndexTerms:
 
 def _path_key(term_path: str) -> str:
     """A term path as a reference names it: lower case, without nonessential modifiers or
-    "NEC" ("Smoker - see Dependence, drug, nicotine" names "Dependence, drug NEC, nicotine")."""
+    "NEC" ("Smoker - see Dependence, drug, nicotine" names "Dependence, drug NEC, nicotine"),
+    singular or plural alike ("see Complications, transfusion" names "Complication(s)")."""
     words = re.sub(r"\([^)]*\)", " ", term_path).lower().replace(",", " , ").split()
-    return " ".join(word for word in words if word != "nec")
+    return " ".join(_singular(word) for word in words if word != "nec")
+
+
+def _singular(word: str) -> str:
+    """A word without its final "s" (both sides of a reference lose it alike)."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
 def any_csv_paths(path: Path) -> Iterator[Entry]:

@@ -86,6 +86,10 @@ CROSS_REFERENCES_CSV = """RowID,Letter,Level,Term,See,SeeAlso,NonEssModif,Code
 11,D,1,drug NEC,,,,F19.20
 12,D,2,nicotine,,,,F17.200
 13,S,0,Smoker,"Dependence, drug, nicotine",,,
+14,C,0,Complication(s),,,(from) (of),T88.9
+15,C,1,transfusion,,,,T80.92
+16,B,0,Blood,,,,
+17,B,1,transfusion reaction,"Complications, transfusion",,,
 """
 
 CROSS_REFERENCES_XML = """<ICD10CM.index><letter><title>A</title>
@@ -104,6 +108,12 @@ CROSS_REFERENCES_XML = """<ICD10CM.index><letter><title>A</title>
   </term>
 </mainTerm>
 <mainTerm><title>Smoker</title><see>Dependence, drug, nicotine</see></mainTerm>
+<mainTerm><title>Complication(s) <nemod>(from) (of)</nemod></title><code>T88.9</code>
+  <term level="1"><title>transfusion</title><code>T80.92</code></term>
+</mainTerm>
+<mainTerm><title>Blood</title>
+  <term level="1"><title>transfusion reaction</title><see>Complications, transfusion</see></term>
+</mainTerm>
 </letter></ICD10CM.index>
 """
 
@@ -121,7 +131,8 @@ def test_index_cross_references_lead_to_the_code_of_the_term_they_name(
     assert "Necrosis, necrotic" in loaded.texts["I96"]  # see also: "Gangrene, gangrenous"
     assert "Necrosis, necrotic, renal" in loaded.texts["N28.0"]  # under the short main term
     assert "Smoker" in loaded.texts["F17.200"]  # a reference leaves out the path's "NEC"
-    assert loaded.followed == 4
+    assert "Blood, transfusion reaction" in loaded.texts["T80.92"]  # plural names singular
+    assert loaded.followed == 5
     # a reference to a term without a code, or to none, leads nowhere
     every = {t for texts in loaded.texts.values() for t in texts}
     assert not {"Necrosis, necrotic, radiation", "Wanderer"} & every
