@@ -129,16 +129,9 @@ class Catalogue:
             if info.excludes1
         }
 
-    def excludes1(self, code: str) -> list[CodeRef]:
-        """Excludes1 references that apply to ``code``: its own and its ancestors' notes."""
-        return list(self._applying_excludes1(code))
-
-    @cached_property
-    def _excludes1_seen(self) -> dict[str, tuple[CodeRef, ...]]:
-        """:meth:`excludes1` of each code asked about so far (the aggregator asks per pair)."""
-        return {}
-
-    def _applying_excludes1(self, code: str) -> tuple[CodeRef, ...]:
+    def excludes1(self, code: str) -> tuple[CodeRef, ...]:
+        """Excludes1 references that apply to ``code``: its own and its ancestors' notes
+        (remembered per code: the aggregator asks for every pair of a note's codes)."""
         refs = self._excludes1_seen.get(code)
         if refs is None:
             refs = tuple(
@@ -149,10 +142,14 @@ class Catalogue:
             self._excludes1_seen[code] = refs
         return refs
 
+    @cached_property
+    def _excludes1_seen(self) -> dict[str, tuple[CodeRef, ...]]:
+        return {}
+
     def excludes1_conflict(self, a: str, b: str) -> bool:
         """True when the two codes may not be reported together (Excludes1, either way)."""
-        return any(ref.covers(b) for ref in self._applying_excludes1(a)) or any(
-            ref.covers(a) for ref in self._applying_excludes1(b)
+        return any(ref.covers(b) for ref in self.excludes1(a)) or any(
+            ref.covers(a) for ref in self.excludes1(b)
         )
 
     def billable(self, code: str) -> tuple[str, str | None]:

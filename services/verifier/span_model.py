@@ -50,15 +50,13 @@ class SpanWeights:
             raise ValueError(f"similarity weights lack {', '.join(missing)}")
         return cls(**{name: float(data.get(name, 0.0)) for name in ("bias", *FEATURES)})
 
-    def vector(self) -> tuple[float, ...]:
-        return self._vector
-
     @cached_property
-    def _vector(self) -> tuple[float, ...]:
+    def vector(self) -> tuple[float, ...]:
+        """The weights in :data:`FEATURES` order (computed once: read for every candidate)."""
         return tuple(getattr(self, name) for name in FEATURES)
 
     def confidence(self, values: Sequence[float]) -> float:
-        return sigmoid(self.bias + sum(w * f for w, f in zip(self._vector, values, strict=True)))
+        return sigmoid(self.bias + sum(w * f for w, f in zip(self.vector, values, strict=True)))
 
 
 def note_support(items: Sequence[SpanCandidates], considered: int) -> dict[str, int]:
