@@ -77,7 +77,7 @@ class RetrieverConfig(Section):
         "by the encoder; query: the catalogue by the query encoder too",
     )
     hnsw_ef_search: int = Field(
-        default=256, gt=0, le=4096, description="HNSW search breadth (recall against speed)"
+        default=128, gt=0, le=4096, description="HNSW search breadth (recall against speed)"
     )
     threads: int = Field(
         default=0,

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from icdcoder.services.retriever.core import IndexRows, Vectors
-from icdcoder.services.retriever.faiss_index import FaissIndex, IndexKind
+from icdcoder.services.retriever.faiss_index import EF_SEARCH, FaissIndex, IndexKind
 from icdcoder.shared.catalogue import Catalogue, RetrievalText
 from icdcoder.shared.logging import get_logger
 from icdcoder.shared.pack import model_fingerprint
@@ -108,7 +108,7 @@ def load_or_build_index(
     progress: ProgressFactory | None = stderr_progress,
     force: bool = False,
     kind: IndexKind = "flat",
-    ef_search: int = 256,
+    ef_search: int = EF_SEARCH,
 ) -> IndexBundle:
     """The index from ``prebuilt`` (a pack's folder) when its key matches, else from the cache
     folder, else built (and cached)."""
@@ -144,7 +144,7 @@ def build_index(
     progress: ProgressFactory | None,
     *,
     kind: IndexKind = "flat",
-    ef_search: int = 256,
+    ef_search: int = EF_SEARCH,
 ) -> FaissIndex:
     chunk = 2048
     bar = progress(len(texts), "embedding catalogue") if progress else None
