@@ -5,8 +5,10 @@ are cut out of spans (``spans.cut_cues``: modifying cues and terminations go, ps
 cues that are part of a condition's name stay). Each span is then a ConText target and gets
 its flags: negated, hypothetical (uncertain or hypothetical), family, historical. "No history
 of X" is negated and historical. A cue strictly inside a span never modifies it, and "without"
-modifies nothing ("diabetes without complications, hypertension"). Section defaults (family
-history, differential diagnosis) are added by the caller (``sections.with_section``).
+right after a condition's words is part of its name and modifies nothing ("diabetes without
+complications, hypertension"); after a person, a verb or a comma it negates ("a patient without
+known allergies", "evolved without fever"). Section defaults (family history, differential
+diagnosis) are added by the caller (``sections.with_section``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from icdcoder.services.segmenter.context_rules import as_phrases, context_rules
+from icdcoder.services.segmenter.context_rules import PERSON_WORDS, as_phrases, context_rules
 from icdcoder.services.segmenter.light_import import import_context
 from icdcoder.services.segmenter.sentences import Sentence
 from icdcoder.shared.messages import ContextFlags
 
-#: ConText cues that are part of a condition's name in ICD-10-CM's own wording: they never
-#: split a span ("Type 2 diabetes mellitus without complications") and modify no other span
-#: ("diabetes without complications, hypertension": the hypertension is not negated).
+#: ConText cues that are part of a condition's name in ICD-10-CM's own wording when they follow
+#: the condition's words (:func:`_names_a_condition`): then they never split a span ("Type 2
+#: diabetes mellitus without complications") and modify no other span ("diabetes without
+#: complications, hypertension": the hypertension is not negated).
 KEEP_INSIDE_CUES = frozenset({"without"})
 #: Terminations that are part of a condition's name too ("secondary hyperparathyroidism",
 #: "hypertension secondary to renal artery stenosis", "Still's disease"): never cut.
@@ -86,7 +89,7 @@ class ConText:
             (target, modifier)
             for target, modifier in graph.edges
             if not target.start <= modifier.modifier_span[0] < target.end
-            and _cue_text(doc, modifier) not in KEEP_INSIDE_CUES
+            and not _names_a_condition(doc, modifier)
         ]
         self._context.set_context_attributes(graph.edges)
         doc._.context_graph = graph
@@ -110,6 +113,25 @@ def _cue_text(doc: Any, modifier: Any) -> str:
     """A cue's words, lower-cased."""
     start, end = modifier.modifier_span
     return str(doc[start:end].text.lower())
+
+
+def _names_a_condition(doc: Any, modifier: Any) -> bool:
+    """Whether a :data:`KEEP_INSIDE_CUES` cue is part of a condition's name: it follows a word of
+    its sentence that is not a person, a verb form or an adverb ("diabetes mellitus without
+    complications", not "patient, without known allergies" or "evolved favourably without
+    fever")."""
+    if _cue_text(doc, modifier) not in KEEP_INSIDE_CUES:
+        return False
+    start = modifier.modifier_span[0]
+    if start == 0 or doc[start].is_sent_start:
+        return False
+    before = doc[start - 1]
+    word = before.lower_
+    return (
+        before.is_alpha
+        and word not in PERSON_WORDS
+        and not word.endswith(("ed", "ing", "ly", "ally"))
+    )
 
 
 def _mentions_history(doc: Any, modifier: Any) -> bool:
@@ -148,8 +170,10 @@ def _cue_ranges(doc: Any, modifiers: list[Any]) -> list[tuple[int, int]]:
     for modifier in modifiers:
         if modifier.direction == "PSEUDO":
             continue
-        cue = _cue_text(doc, modifier)
-        if cue in KEEP_INSIDE_CUES or cue in KEEP_INSIDE_TERMINATIONS:
+        if (
+            _names_a_condition(doc, modifier)
+            or _cue_text(doc, modifier) in KEEP_INSIDE_TERMINATIONS
+        ):
             continue
         start, end = modifier.modifier_span
         ranges.append((doc[start:end].start_char, doc[start:end].end_char))

@@ -32,6 +32,15 @@ _RELATIVES = _words("""
     spouse uncle uncles wife""")
 _OFFSPRING = _words("child children son sons daughter daughters")
 _POSSESSIVES = _words("his her their whose")
+#: Words for the patient: "a 27-year-old patient without allergies" negates the allergies
+#: (``context.py``: "without" after them is no condition's name).
+PERSON_WORDS = frozenset(
+    _words("""
+    patient patients man men woman women male female boy girl child infant newborn baby
+    adolescent adult he she who""")
+)
+#: Tokens a "without" negates ("without fever or dysthermic sensation": four).
+WITHOUT_SCOPE = 5
 _TIME_UNITS = _words("day days week weeks month months hour hours night nights year years")
 
 
@@ -39,14 +48,26 @@ def context_rules() -> list[Any]:
     """The ConText rules used: medspacy's defaults, less its family rule, plus these."""
     ConTextRule = import_context().ConTextRule
 
-    def rule(literal: str, category: str, direction: str, pattern: Any = None) -> Any:
-        return ConTextRule(literal, category, pattern=pattern, direction=direction)
+    def rule(
+        literal: str, category: str, direction: str, pattern: Any = None, max_scope: Any = None
+    ) -> Any:
+        return ConTextRule(
+            literal, category, pattern=pattern, direction=direction, max_scope=max_scope
+        )
 
     def any_of(*words: str) -> dict[str, Any]:
         return {"LOWER": {"IN": list(words)}}
 
     be = any_of("was", "were", "is", "are", "been", "being")
-    defaults = [r for r in ConTextRule.from_json(_default_rules_path()) if r.category != "FAMILY"]
+    defaults = [
+        # "without" negates a few words at most: "a woman, without known drug allergies, with a
+        # history of hypertension" (``context.py`` keeps it in condition names)
+        rule("without", "NEGATED_EXISTENCE", "FORWARD", max_scope=WITHOUT_SCOPE)
+        if r.literal == "without"
+        else r
+        for r in ConTextRule.from_json(_default_rules_path())
+        if r.category != "FAMILY"
+    ]
     added = [
         # family: relatives, and offspring only with a possessive
         rule(

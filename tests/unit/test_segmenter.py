@@ -242,6 +242,30 @@ def test_without_is_part_of_a_condition_and_negates_nothing_else(segmenter: Segm
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "A 92-year-old woman, without known drug allergies, with a history of asthma.",
+            {"known drug allergies": ["negated"], "asthma": ["historical"]},
+        ),
+        ("27-year-old patient without allergies.", {"allergies": ["negated"]}),
+        ("The postoperative period evolved without complications.", {"complications": ["negated"]}),
+        ("Vomiting without fever or dysthermic sensation.", {"fever": ["negated"]}),
+        (
+            "Fracture of the femur without displacement.",
+            {"Fracture of the femur without displacement": []},
+        ),
+    ],
+)
+def test_without_negates_after_a_person_a_verb_or_a_comma(
+    segmenter: Segmenter, text: str, expected: dict[str, list[str]]
+) -> None:
+    spans = by_text(segment(segmenter, text))
+    for span, flags in expected.items():
+        assert spans.get(span) == flags, spans
+
+
 def test_context_stays_in_its_sentence(segmenter: Segmenter) -> None:
     spans = by_text(segment(segmenter, "He denies chest pain. Pneumonia is confirmed.\nAsthma."))
     assert spans["chest pain"] == ["negated"]
