@@ -218,15 +218,21 @@ _TEST_OR_PROCEDURE = (
     r"|\w+scopy|\w+graphy|\w+ectomy|\w+otomy|\w+ostomy|\w+plasty|\w+centesis"
     r"|surgery|operation|resection|excision|puncture|analysis|analytics?|tests?|cultures?"
     r"|serology|count|levels?|study|studies|examination|exam|assay|smear|staining|profile"
-    r"|panel|urinalysis|sediment)"
+    r"|panel|urinalysis|sediment|ana?esthesia|analgesia|sedation"
+    # laboratory analytes: "hemoglobin 9.8 g/dl" is a measurement, not hemoglobinuria
+    r"|ha?emoglobin|ha?ematocrit|leu[ck]ocytes?|platelets?|creatinine|glucose|sodium|potassium"
+    r"|urea|bilirubin|albumin|ferritin|c-reactive protein|crp|esr)"
 )
-#: Up to three words before a test or procedure noun, and nothing after it.
-_NAMES_TEST = re.compile(rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}\.?$", re.I)
+#: A measured value after an analyte or test: "9.8 g/dl", "of 35.3%", ": 120 mg/dL".
+_VALUE = r"(?:\s*(?:of|:|=)?\s*[<>]?\s*\d[\d.,]*\s*(?:%|[a-z\u00b5/]+(?:/[a-z0-9]+)?)?)?"
+#: Up to three words before a test or procedure noun, and nothing after it but a value.
+_NAMES_TEST = re.compile(rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}{_VALUE}\.?$", re.I)
 
 
 def names_test_or_procedure(text: str) -> bool:
-    """True when the text only names a test or procedure ("chest X-ray", "normal brain CT
-    scan", "Lumbar puncture"): at most four words, the last a test or procedure noun. A
+    """True when the text only names a test, a procedure or a measurement ("chest X-ray",
+    "normal brain CT scan", "Lumbar puncture", "general anesthesia", "hemoglobin 9.8 g/dl"):
+    at most four words, the last a test, procedure or analyte noun, then at most a value. A
     finding written with it ("X-ray showed a fracture") is more than a name."""
     return _NAMES_TEST.match(" ".join(text.split())) is not None
 

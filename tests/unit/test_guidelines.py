@@ -87,11 +87,15 @@ def test_a_test_or_procedure_name() -> None:
     for name in ("chest X-ray", "Abdominal ultrasound", "normal brain CT scan", "Lumbar puncture"):
         assert names_test_or_procedure(name), name
     assert names_test_or_procedure("bone  scintigraphy.")
+    for measured in ("Hemoglobin 9.8 g/dl", "hematocrit 35%", "hemoglobin of 10.3 g", "glucose"):
+        assert names_test_or_procedure(measured), measured
+    assert names_test_or_procedure("under general anesthesia")
     for finding in (
         "chest X-ray showed a left lower lobe infiltrate",  # a result
         "chest pain",
         "Acute kidney injury",
         "the patient then underwent an abdominal ultrasound",  # more than four words before
+        "hemoglobin 7.1 g/dl and severe anemia",  # a diagnosis after the value
     ):
         assert not names_test_or_procedure(finding), finding
 
