@@ -291,6 +291,13 @@ def test_a_colon_line_that_names_a_condition_is_not_a_header(segmenter: Segmente
     ]
 
 
+def test_spans_that_only_tell_when_are_dropped(segmenter: Segmenter) -> None:
+    text = (
+        "Subsequently, one month later, on admission, she had fever, respectively.\nAfter two days."
+    )
+    assert [s.text for s in segment(segmenter, text).spans] == ["fever"]
+
+
 def test_segment_is_pure(segmenter: Segmenter) -> None:
     first = segment(segmenter, DISCHARGE)
     segment(segmenter, CASE_REPORT)
