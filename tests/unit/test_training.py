@@ -405,3 +405,12 @@ def test_train_writes_a_pack_that_loads_with_the_new_weights(
     # a second run into the same folder is refused before any work
     assert main([*argv, "--no-progress"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_the_retrieval_cache_key_names_the_hnsw_search_breadth() -> None:
+    from icdcoder.services.retriever.adapters import runtime
+
+    hnsw = Settings().retriever.model_copy(update={"index": "hnsw"})
+    flat = hnsw.model_copy(update={"index": "flat"})
+    assert runtime(hnsw) != runtime(hnsw.model_copy(update={"hnsw_ef_search": 256}))
+    assert runtime(flat) == runtime(flat.model_copy(update={"hnsw_ef_search": 256}))
