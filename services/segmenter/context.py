@@ -127,11 +127,7 @@ def _names_a_condition(doc: Any, modifier: Any) -> bool:
         return False
     before = doc[start - 1]
     word = before.lower_
-    return (
-        before.is_alpha
-        and word not in PERSON_WORDS
-        and not word.endswith(("ed", "ing", "ly", "ally"))
-    )
+    return before.is_alpha and word not in PERSON_WORDS and not word.endswith(("ed", "ing", "ly"))
 
 
 def _mentions_history(doc: Any, modifier: Any) -> bool:
