@@ -65,6 +65,7 @@ TIME_AND_DISCOURSE = frozenset(
     night nights morning evening one two three four five six seven eight nine ten first
     second third several few during upon admission arrival reason hand""")
 )
+_NAMES_NOTHING = STOPWORDS | TIME_AND_DISCOURSE
 
 #: Words that qualify a condition but never name one: a fragment of only these joins the
 #: clause before it ("Hyperlipidemia, unspecified", "CKD, stage 3").
@@ -164,10 +165,7 @@ def trim(text: str, start: int, end: int) -> tuple[int, int] | None:
             break
     if end - start < 2 or not _LETTER_RE.search(text, start, end):
         return None
-    if all(
-        w.lower() in STOPWORDS or w.lower() in TIME_AND_DISCOURSE
-        for w in _WORD_RE.findall(text, start, end)
-    ):
+    if all(w.lower() in _NAMES_NOTHING for w in _WORD_RE.findall(text, start, end)):
         return None
     return start, end
 
