@@ -61,7 +61,7 @@ class RetrieverConfig(Section):
     batch_size: int = Field(
         default=32,
         gt=0,
-        description="texts per encoder batch (32 keeps the int8 encoder's activations in cache)",
+        description="texts per torch encoder batch (the int8 ONNX encoder runs each text alone)",
     )
     encoder: Literal["auto", "onnx-int8", "torch"] = Field(
         default="auto",

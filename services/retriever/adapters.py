@@ -79,7 +79,7 @@ def load_encoder(pack: Pack, config: RetrieverConfig, cache_dir: Path) -> ModelE
     if not (folder / "encoder.json").is_file():
         log.info("encoder_exporting", kind="onnx-int8", model=path.name)
         export(path, folder)
-    return OnnxEncoder(folder, path, batch_size=config.batch_size, threads=config.threads)
+    return OnnxEncoder(folder, path, threads=config.threads)
 
 
 class _FullPrecision:
