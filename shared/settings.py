@@ -90,6 +90,12 @@ class RetrieverConfig(Section):
         "recall@20 for about 3% of notes/s (docs/accuracy.md)",
     )
     lexical_k: int = Field(default=10, gt=0, le=200, description="lexical rows per query")
+    query_cache: int = Field(
+        default=20_000,
+        ge=0,
+        description="query vectors kept in memory, so a text met again is not embedded again "
+        "(0: none; 1.5 KiB each with the default model)",
+    )
     search_ruled_out: bool = Field(
         default=False,
         description="also search negated and hypothetical spans, which no code may come of "

@@ -27,6 +27,7 @@ from icdcoder.services.retriever.faiss_index import (
     set_search_threads,
 )
 from icdcoder.services.retriever.onnx_encoder import OnnxEncoder, export, exported_folder
+from icdcoder.services.retriever.query_cache import CachedEncoder
 from icdcoder.services.retriever.vector_cache import (
     IndexBundle,
     ModelEncoder,
@@ -145,7 +146,7 @@ def load_retriever(
     if memory is not None and memory.examples:
         examples = example_index(memory, encoder, cache_dir, config.memory_neighbours)
     return Retriever(
-        encoder,
+        CachedEncoder(encoder, config.query_cache) if config.query_cache else encoder,
         bundle.index,
         bundle.rows,
         descriptions,
