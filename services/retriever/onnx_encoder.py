@@ -145,7 +145,7 @@ class OnnxEncoder:
         if not texts:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(list(texts))
-        if self._pool is None:  # made on first use: a forked worker starts its own
+        if self._pool is None:  # made on first use, in the process that encodes
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encoder")
         return np.stack(list(self._pool.map(self._encode_one, encodings)))
 

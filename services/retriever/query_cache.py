@@ -32,7 +32,7 @@ class CachedEncoder:
         self._encoder = encoder
         self.capacity = capacity
         self._vectors: OrderedDict[str, Vectors] = OrderedDict()
-        #: Texts asked for, and how many of them were embedded (for figures; no text is kept).
+        #: How many texts were asked for, and how many of them the encoder embedded.
         self.asked = 0
         self.embedded = 0
 
