@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from icdcoder.shared.text import stem
+from icdcoder.shared.text import as_bones, stem
 
 # ---------------------------------------------------------------- the title the note states
 
@@ -74,21 +74,27 @@ def asked_words(title: str) -> tuple[str, ...]:
     Non-essential (parenthesised) words, "unspecified" and clauses of absence ask for nothing,
     so E11.9 asks for "type 2 diabetes mellitus" only."""
     core = _DEFAULT_WORDING.sub(" ", _PARENTHESES.sub(" ", title))
-    return tuple(dict.fromkeys(w for w in _words(core).split() if w not in _FUNCTION_WORDS))
+    return tuple(dict.fromkeys(w for w in _stated_words(core) if w not in _FUNCTION_WORDS))
+
+
+def _stated_words(text: str) -> list[str]:
+    """The words of ``text``, a bone's neck or head written as the bone ("femoral neck" ->
+    "femur"), so that neither says the neck region (:func:`~icdcoder.shared.text.as_bones`)."""
+    return as_bones(_words(text)).split()
 
 
 def undocumented(title: str, said: str) -> list[str]:
     """The words of a code's title that ``said`` does not state, in title order: what the code
     asserts beyond the documentation ("hyperglycemia" for E11.65 on "type 2 diabetes
-    mellitus"; "other" for J45.998 on "asthma")."""
-    stated = {stem(w) for w in _words(said).split()}
+    mellitus"; "other" for J45.998 on "asthma"; "neck" for S12.9 on "femoral neck")."""
+    stated = {stem(w) for w in _stated_words(said)}
     return [w for w in asked_words(title) if stem(w) not in stated]
 
 
 def said_stems(text: str) -> frozenset[str]:
-    """The stems of every word of ``text``, filler included: what :func:`documented_share`
-    looks for a title's words among."""
-    return frozenset(stem(w) for w in _words(text).split())
+    """The stems of every word of ``text``, filler included (a bone's neck or head as the bone):
+    what :func:`documented_share` looks for a title's words among."""
+    return frozenset(stem(w) for w in _stated_words(text))
 
 
 def documented_share(title: str, stated: frozenset[str]) -> float:

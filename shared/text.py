@@ -12,6 +12,43 @@ from functools import lru_cache
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
+#: Bones with a neck or a head of their own, as a note names them ("femoral neck", "head of
+#: the humerus") and as the titles do ("neck of right femur"), with the noun a title uses.
+_BONES = {
+    "femoral": "femur",
+    "femur": "femur",
+    "humeral": "humerus",
+    "humerus": "humerus",
+    "radial": "radius",
+    "radius": "radius",
+    "fibular": "fibula",
+    "fibula": "fibula",
+    "talar": "talus",
+    "talus": "talus",
+    "mandibular": "mandible",
+    "mandible": "mandible",
+}
+_BONE = "|".join(_BONES)
+#: Such a bone's neck or head is part of the bone, not the neck or head region that a title
+#: such as S12.9 "Fracture of neck" (the cervical spine) asks for (the Alphabetic Index:
+#: Fracture, femur, neck -> S72.0-; Fracture, neck -> see Fracture, vertebra, cervical).
+_PART_OF_A_BONE = re.compile(
+    rf"\b(?P<adjective>{_BONE}) (?:neck|head)s?\b"
+    rf"|\b(?:neck|head)s? of (?:the )?(?P<side>(?:left|right) )?(?P<noun>{_BONE})\b"
+)
+
+
+def as_bones(text: str) -> str:
+    """Lower-case ``text`` with a bone's neck or head written as the bone: "the right femoral
+    neck" -> "the right femur", "neck of left femur" -> "left femur"."""
+    return _PART_OF_A_BONE.sub(_the_bone, text)
+
+
+def _the_bone(match: re.Match[str]) -> str:
+    bone = match.group("adjective") or match.group("noun")
+    return f"{match.group('side') or ''}{_BONES[bone]}"
+
+
 #: Words that carry no condition: function words and the catalogue's filler.
 FILLER_WORDS = frozenset(
     [
@@ -74,7 +111,7 @@ def content_words(text: str) -> list[str]:
 # pure functions of one string are cached.
 @lru_cache(maxsize=1 << 16)
 def _content_words(text: str) -> tuple[str, ...]:
-    return tuple(w for w in _WORD_RE.findall(text.lower()) if w not in FILLER_WORDS)
+    return tuple(w for w in _WORD_RE.findall(as_bones(text.lower())) if w not in FILLER_WORDS)
 
 
 def stem(word: str) -> str:

@@ -121,6 +121,28 @@ def test_the_share_of_a_title_a_note_documents() -> None:
     assert documented_share("Unspecified, uncomplicated", note) == 1.0  # asks for nothing
 
 
+def test_a_bone_s_neck_or_head_is_the_bone_not_the_region() -> None:
+    note = said_stems("Radiographs showed a displaced fracture of the right femoral neck.")
+    # S12.9 is the neck region (the cervical spine): the femoral neck does not document it
+    assert documented_share("Fracture of neck, unspecified", note) == 0.5
+    assert undocumented("Fracture of neck, unspecified", "fracture of the femoral neck") == ["neck"]
+    # S72.041's own "neck of right femur" asks for the femur, which "femoral neck" names
+    s72 = "Displaced fracture of base of neck of right femur"
+    assert undocumented(s72, "displaced fracture of the right femoral neck") == ["base"]
+    assert undocumented("Fracture of head of left humerus", "left humeral head fracture") == []
+    # the neck itself still documents the region
+    assert undocumented("Fracture of neck, unspecified", "fracture of the neck") == []
+    assert (
+        documented_share(
+            "Malignant neoplasm of head, face and neck",
+            said_stems(
+                "squamous cell carcinoma of the head and neck; malignant neoplasm of the face"
+            ),
+        )
+        == 1.0
+    )
+
+
 def test_an_encounter_for_examination_needs_a_visit_made_for_one() -> None:
     assert is_examination_encounter("Z00.00") and is_examination_encounter("z12.31")
     assert not is_examination_encounter("Z87.891") and not is_examination_encounter("Z14.1")

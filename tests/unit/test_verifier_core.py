@@ -39,6 +39,10 @@ def test_words_and_coverage() -> None:
     ]
     assert coverage(TEXT, TEXT) == 1.0
     assert coverage("hypertension", "Essential (primary) hypertension") == 1 / 3
+    # a femoral neck is the femur's: it covers S72.0's text, not S12.9's "neck" (the region)
+    femoral_neck = "displaced fracture of the right femoral neck"
+    assert coverage(femoral_neck, "Fracture of neck of femur") == 1.0
+    assert coverage(femoral_neck, "Fracture of neck, unspecified") == 0.5
 
 
 def test_exact_description_accepted_with_justification() -> None:
