@@ -39,8 +39,8 @@ _PART_OF_A_BONE = re.compile(
 
 
 def as_bones(text: str) -> str:
-    """Lower-case ``text`` with a bone's neck or head written as the bone: "the right femoral
-    neck" -> "the right femur", "neck of left femur" -> "left femur"."""
+    """``text`` (in lower case) with a bone's neck or head written as the bone: "the right
+    femoral neck" -> "the right femur", "neck of left femur" -> "left femur"."""
     return _PART_OF_A_BONE.sub(_the_bone, text)
 
 

@@ -40,17 +40,17 @@ class CachedEncoder:
         if not texts:
             return self._encoder.encode(texts)
         self.asked += len(texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        fresh = self._encoder.encode(missing) if missing else None
+        distinct = list(dict.fromkeys(texts))
         found: dict[str, Vectors] = {}
-        for text in dict.fromkeys(texts):
+        for text in distinct:
             vector = self._vectors.get(text)
             if vector is not None:
                 self._vectors.move_to_end(text)
                 found[text] = vector
-        if fresh is not None:
+        missing = [text for text in distinct if text not in found]
+        if missing:
             self.embedded += len(missing)
-            for text, vector in zip(missing, fresh, strict=True):
+            for text, vector in zip(missing, self._encoder.encode(missing), strict=True):
                 found[text] = self._vectors[text] = vector.copy()  # not a view of the batch
             while len(self._vectors) > self.capacity:
                 self._vectors.popitem(last=False)
