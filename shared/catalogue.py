@@ -87,6 +87,10 @@ class RetrievalText:
     source: str  # "description" | "inclusion" | "index"
 
 
+#: Code pairs whose Excludes1 verdict a catalogue remembers (about 100 bytes each).
+PAIRS_REMEMBERED = 1 << 18
+
+
 @dataclass
 class Catalogue:
     """Every ICD-10-CM code (categories, subcategories, 7th-character codes) with its notes."""
@@ -147,10 +151,25 @@ class Catalogue:
         return {}
 
     def excludes1_conflict(self, a: str, b: str) -> bool:
-        """True when the two codes may not be reported together (Excludes1, either way)."""
-        return any(ref.covers(b) for ref in self.excludes1(a)) or any(
-            ref.covers(a) for ref in self.excludes1(b)
-        )
+        """True when the two codes may not be reported together (Excludes1, either way).
+
+        Remembered per pair (up to :data:`PAIRS_REMEMBERED`, then forgotten all at once, so a
+        worker's memory stays bounded): the aggregator checks each code against every accepted
+        one, and the same pairs come back note after note."""
+        pair = (a, b) if a <= b else (b, a)
+        seen = self._excludes1_pairs
+        conflict = seen.get(pair)
+        if conflict is None:
+            if len(seen) >= PAIRS_REMEMBERED:
+                seen.clear()
+            conflict = seen[pair] = any(ref.covers(b) for ref in self.excludes1(a)) or any(
+                ref.covers(a) for ref in self.excludes1(b)
+            )
+        return conflict
+
+    @cached_property
+    def _excludes1_pairs(self) -> dict[tuple[str, str], bool]:
+        return {}
 
     def billable(self, code: str) -> tuple[str, str | None]:
         """The reportable code for ``code`` and a note on what was assumed, if anything.

@@ -100,10 +100,16 @@ def said_stems(text: str) -> frozenset[str]:
 def documented_share(title: str, stated: frozenset[str]) -> float:
     """The share of the words ``title`` asks for (:func:`asked_words`) whose stems are among
     ``stated`` (:func:`said_stems` of a note); 1.0 when it asks for none."""
-    asked = asked_words(title)
+    asked = _asked_stems(title)
     if not asked:
         return 1.0
-    return sum(stem(w) in stated for w in asked) / len(asked)
+    return sum(s in stated for s in asked) / len(asked)
+
+
+@lru_cache(maxsize=1 << 16)
+def _asked_stems(title: str) -> tuple[str, ...]:
+    """The stems of :func:`asked_words` (a note asks this of each of its hundreds of codes)."""
+    return tuple(stem(w) for w in asked_words(title))
 
 
 # ---------------------------------------------------------------- signs and symptoms

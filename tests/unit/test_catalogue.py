@@ -43,6 +43,19 @@ def test_excludes1_applies_through_ancestors(catalogue: Catalogue) -> None:
     assert not catalogue.excludes1_conflict("E11.9", "I10")
 
 
+def test_excludes1_verdicts_remembered_within_a_bound(
+    catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("icdcoder.shared.catalogue.PAIRS_REMEMBERED", 3)
+    pairs = [("E11.9", "E10.9"), ("E11.9", "I10"), ("E10.9", "E11.9"), ("I10", "E11.9")]
+    pairs += [("J44.9", "I10"), ("E11.9", "E10.9"), ("E10.65", "E11.9"), ("E10.65", "I10")]
+    for _ in range(2):  # each answer alike asked first, remembered, or asked after a clear
+        assert [catalogue.excludes1_conflict(a, b) for a, b in pairs] == [
+            True, False, True, False, False, True, True, False
+        ]  # fmt: skip
+        assert len(catalogue._excludes1_pairs) <= 3
+
+
 def test_billable_adds_default_seventh_character(catalogue: Catalogue) -> None:
     assert catalogue.billable("S02.0") == (
         "S02.0XXA",
