@@ -61,7 +61,8 @@ class RetrieverConfig(Section):
     batch_size: int = Field(
         default=32,
         gt=0,
-        description="texts per torch encoder batch (the int8 ONNX encoder runs each text alone)",
+        description="texts per torch encoder batch (the int8 ONNX encoder batches texts of one "
+        "token count, 64 at most)",
     )
     encoder: Literal["auto", "onnx-int8", "torch"] = Field(
         default="auto",

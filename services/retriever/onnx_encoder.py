@@ -3,22 +3,25 @@ sentence-transformers, several times faster on a CPU, with no torch import at ru
 
 :func:`export` turns a sentence-transformers folder (a BERT-style transformer with mean pooling
 and normalisation, as all-MiniLM-L6-v2) into ``model.onnx`` with ``torch.onnx`` and quantises
-its weights to int8 with ONNX Runtime's ``quantize_dynamic``. It runs once, offline, when the
-index is built (``icdcoder index build``), into the cache folder, keyed by the model's
-fingerprint. :class:`OnnxEncoder` then reproduces the sentence-transformers pipeline: the
-model's own ``tokenizer.json`` (truncation at its ``max_seq_length``), the transformer, the
-mean of the token vectors, L2 normalisation.
+its matrix products to int8 (:func:`quantise_per_token`). It runs once, offline, when the index
+is built (``icdcoder index build``), into the cache folder, keyed by the model's fingerprint.
+:class:`OnnxEncoder` then reproduces the sentence-transformers pipeline: the model's own
+``tokenizer.json`` (truncation at its ``max_seq_length``), the transformer, the mean of the
+token vectors, L2 normalisation.
 
-Each text runs alone, one run a thread on as many threads as the retriever has CPUs. Dynamic
+A text's vector never depends on what else is encoded with it. ONNX Runtime's dynamic
 quantisation scales a matrix product's input by the whole input's range: in a batch, a text's
-vector depended on the other texts of the batch (the same query, in two batches, came out at a
-cosine as low as 0.963, and half the dev notes changed accepted codes with the batch size).
-Alone, a text always gets the same vector, no padding enters its scale (mean cosine to the
-float32 model 0.9928, against 0.9919 batched), and two single-threaded runs side by side keep
-the batched speed (1,012 against 1,057 texts/s on 2 CPUs; docs/throughput.md).
+vector depended on its batch-mates (the same query, in two batches, came out at a cosine as low
+as 0.963, and half the dev notes changed accepted codes with the batch size; stop 28), so stop
+28 ran each text alone, at the price of reading every weight once per text. Here each token
+gets its own scale instead (:func:`quantise_per_token`), and the texts of a call run in
+batches of texts with the same number of tokens, so no padding enters a batch: a token's
+arithmetic is then the same whatever shares its batch, and texts are batched again
+(docs/throughput.md, stop 29).
 
-(Kept by hand, about a hundred lines: sentence-transformers' own ONNX backend needs
-``optimum-onnx``, which pins an older transformers, and imports torch at start anyway.)
+(Kept by hand, about a hundred and fifty lines: sentence-transformers' own ONNX backend needs
+``optimum-onnx``, which pins an older transformers, and imports torch at start anyway; ONNX
+Runtime's quantisers scale a matrix product's input per tensor only.)
 """
 
 from __future__ import annotations
@@ -32,16 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from icdcoder.services.retriever.core import Vectors
 from icdcoder.shared.pack import model_fingerprint
 
 FILE = "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Texts per run at most (texts of one length; more of them make several runs).
+GROUP = 64
 
 
 def exported_folder(cache_dir: Path, model_path: Path) -> Path:
-    return cache_dir / "encoders" / f"{model_fingerprint(model_path)}-int8-matmul"
+    return cache_dir / "encoders" / f"{model_fingerprint(model_path)}-int8-per-token"
 
 
 def max_length(model_path: Path, default: int = 256) -> int:
@@ -53,8 +59,8 @@ def max_length(model_path: Path, default: int = 256) -> int:
 
 def export(model_path: Path, folder: Path) -> Path:
     """Export and quantise the model into ``folder`` (written atomically); returns it."""
+    import onnx
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModel
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -88,15 +94,7 @@ def export(model_path: Path, folder: Path) -> Path:
             opset_version=17,
             dynamo=False,
         )
-    # Only the matrix products, one scale per output channel: the default (every op, one scale
-    # per tensor) moved vectors to a mean cosine of 0.95 against torch; this keeps 0.99.
-    quantize_dynamic(
-        str(tmp / "model.onnx"),
-        str(tmp / FILE),
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-    )
+    onnx.save(quantise_per_token(onnx.load(str(tmp / "model.onnx"))), str(tmp / FILE))
     (tmp / "model.onnx").unlink()
     shutil.copyfile(model_path / "tokenizer.json", tmp / "tokenizer.json")
     (tmp / "encoder.json").write_text(
@@ -107,18 +105,76 @@ def export(model_path: Path, folder: Path) -> Path:
     return folder
 
 
-class OnnxEncoder:
-    """Encodes texts with an exported model (L2-normalised float32, as the torch encoder), each
-    text alone, ``threads`` texts at a time (0: one per CPU this process may use)."""
+def quantise_per_token(model: Any) -> Any:
+    """``model`` (an ``onnx.ModelProto``, changed in place) with each matrix product by a
+    constant weight in int8: the weight with one scale per output column, the input with one
+    scale per token (row), both symmetric.
 
-    kind = "onnx-int8-per-text"
+    Per token, ``x`` becomes ``round(x / s) + 128`` in uint8 with ``s = max|x| / 127`` over the
+    token's features; ``MatMulInteger`` (input zero point 128) multiplies it by the int8 weight
+    exactly in int32, and the product is scaled back by ``s`` and the column's scale. Only
+    standard ONNX operators: ONNX Runtime's own dynamic quantisation (``DynamicQuantizeLinear``)
+    takes one scale for the whole input, which made a text's vector depend on its batch-mates.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    shared: dict[str, npt.NDArray[Any]] = {
+        "pt_eps": np.array(1e-12, np.float32),
+        "pt_127": np.array(127.0, np.float32),
+        "pt_128": np.array(128.0, np.float32),
+        "pt_zero": np.array(128, np.uint8),
+    }
+    nodes: list[Any] = []
+    replaced: set[str] = set()
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2:
+            nodes.append(node)
+            continue
+        replaced.add(weight.name)
+        x, p = node.input[0], f"pt{len(replaced)}_"
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+        shared[p + "w"] = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+        shared[p + "w_scale"] = w_scale.astype(np.float32)
+        nodes += [
+            helper.make_node("Abs", [x], [p + "abs"]),
+            helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
+            helper.make_node("Max", [p + "max", "pt_eps"], [p + "range"]),
+            helper.make_node("Div", [p + "range", "pt_127"], [p + "scale"]),
+            helper.make_node("Div", [x, p + "scale"], [p + "scaled"]),
+            helper.make_node("Round", [p + "scaled"], [p + "rounded"]),
+            helper.make_node("Add", [p + "rounded", "pt_128"], [p + "shifted"]),
+            helper.make_node("Cast", [p + "shifted"], [p + "q"], to=TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [p + "q", p + "w", "pt_zero"], [p + "int32"]),
+            helper.make_node("Cast", [p + "int32"], [p + "float"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [p + "float", p + "scale"], [p + "rescaled"]),
+            helper.make_node("Mul", [p + "rescaled", p + "w_scale"], list(node.output)),
+        ]
+    kept = [init for init in graph.initializer if init.name not in replaced]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in shared.items())
+    return model
+
+
+class OnnxEncoder:
+    """Encodes texts with an exported model (L2-normalised float32, as the torch encoder): the
+    texts of a call in batches of one token count (:data:`GROUP` at most), ``threads`` batches
+    at a time (0: one per CPU this process may use)."""
+
+    kind = "onnx-int8-per-token"
 
     def __init__(self, folder: Path, model_path: Path, *, threads: int = 0) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
-        # one thread a run: texts run side by side instead (a run is too small to split)
+        # one thread a run: batches run side by side instead (a run is too small to split)
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(
@@ -145,19 +201,35 @@ class OnnxEncoder:
         if not texts:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(list(texts))
+        by_length: dict[int, list[int]] = {}
+        for i, encoding in enumerate(encodings):
+            by_length.setdefault(len(encoding.ids), []).append(i)
+        runs = [
+            rows[start : start + GROUP]
+            for rows in by_length.values()
+            for start in range(0, len(rows), GROUP)
+        ]
         if self._pool is None:  # made on first use, in the process that encodes
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-encoder")
-        return np.stack(list(self._pool.map(self._encode_one, encodings)))
+        done = list(self._pool.map(lambda rows: self._run([encodings[i] for i in rows]), runs))
+        vectors: Vectors = np.empty((len(texts), done[0].shape[1]), dtype=np.float32)
+        for rows, run in zip(runs, done, strict=True):
+            vectors[rows] = run
+        return vectors
 
-    def _encode_one(self, encoding: Any) -> Vectors:
-        """One text's vector: its tokens' mean (no padding: every token counts), normalised."""
+    def _run(self, encodings: Sequence[Any]) -> Vectors:
+        """Texts of one token count: their tokens' means (no padding: every token counts),
+        normalised."""
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
         columns = {
-            "input_ids": encoding.ids,
-            "attention_mask": encoding.attention_mask,
-            "token_type_ids": encoding.type_ids,
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        feed = {name: np.array([columns[name]], dtype=np.int64) for name in self._inputs}
-        (tokens,) = self._session.run(["last_hidden_state"], feed)
-        pooled = tokens[0].mean(axis=0)
-        vector: Vectors = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
-        return vector
+        (tokens,) = self._session.run(
+            ["last_hidden_state"], {name: columns[name] for name in self._inputs}
+        )
+        pooled = tokens.mean(axis=1)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        vectors: Vectors = (pooled / norms).astype(np.float32)
+        return vectors
