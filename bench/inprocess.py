@@ -5,8 +5,10 @@
 The configuration is the environment's (``ICDCODER_*``, as every entrypoint reads it), so each
 lever of docs/throughput.md is one variable, e.g. ``ICDCODER_RETRIEVER__ENCODER=torch
 ICDCODER_RETRIEVER__INDEX=flat``. Notes are coded ``--batch`` at a time through
-``Pipeline.code_many`` (their retrieval queries embedded as one batch), as ``icdcoder backfill``
-does. Prints figures; asserts nothing (speed is reported, not tested).
+``Pipeline.code_batches`` (their retrieval queries embedded as one batch, the next batch retrieved
+while this one is verified), as ``icdcoder backfill`` does; ``--no-overlap``: one
+``Pipeline.code_many`` call a batch. Prints figures; asserts nothing (speed is reported, not
+tested).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from icdcoder.bootstrap import build_pipeline
@@ -44,16 +47,22 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     batch_s: list[float] = []
     stage_s: dict[str, float] = {}
     failed = 0
-    started = time.perf_counter()
-    for start in range(0, len(notes), args.batch):
-        t = time.perf_counter()
-        for coded in await pipeline.code_many(notes[start : start + args.batch]):
+    batches = [notes[start : start + args.batch] for start in range(0, len(notes), args.batch)]
+    started = t = time.perf_counter()
+    results: AsyncIterator[list[CodedNote | Exception]]
+    if args.no_overlap:
+        results = (await pipeline.code_many(batch) for batch in batches)
+    else:
+        results = pipeline.code_batches(batches)
+    async for coded_batch in results:
+        for coded in coded_batch:
             if not isinstance(coded, CodedNote):
                 failed += 1
                 continue
             for stage, seconds in coded.timings.items():
                 stage_s[stage] = stage_s.get(stage, 0.0) + seconds
         batch_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
     total = time.perf_counter() - started
     return {
         "pack": pipeline.pack.id,
@@ -61,6 +70,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "threads": settings.retriever.threads,
         "cpus": os.cpu_count(),
         "batch": args.batch,
+        "overlap": not args.no_overlap,
         "load_s": round(load_s, 2),
         "notes": len(notes),
         "failed": failed,
@@ -77,6 +87,12 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int)
     parser.add_argument("--batch", type=int, default=8, help="notes per code_many call")
     parser.add_argument("--pack", type=Path, help="a model pack (default: the settings')")
+    parser.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="one code_many call a batch (no retrieval of the next batch during this one's "
+        "verification)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line")
     args = parser.parse_args()
     figures = asyncio.run(main(args))

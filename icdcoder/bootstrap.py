@@ -9,7 +9,9 @@ smaller settings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextvars
+from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from icdcoder.services.aggregator.core import Aggregator
@@ -66,16 +68,42 @@ class Pipeline:
         The notes' retrieval queries go to the encoder as one batch (full batches however short
         each note is); should that batch fail, each note is retrieved alone, so that only the
         note at fault fails."""
-        out: list[CodedNote | Exception] = []
-        for coded in await self.code_notes_many(notes):
-            out.append(coded if isinstance(coded, Exception) else coded[0])
-        return out
+        return _codes(await self.code_notes_many(notes))
 
     async def code_notes_many(
         self, notes: Sequence[NoteIn]
     ) -> list[tuple[CodedNote, RetrievedNote] | Exception]:
         """:meth:`code_many` with each note's retrieval layer (for evaluation)."""
-        out: list[tuple[CodedNote, RetrievedNote] | Exception] = []
+        return await self._judge(self._retrieve_batch(notes))
+
+    async def code_batches(
+        self, batches: Iterable[Sequence[NoteIn]]
+    ) -> AsyncIterator[list[CodedNote | Exception]]:
+        """:meth:`code_many` of each batch, in order, the next batch segmented and retrieved
+        in a worker thread while this one is verified and aggregated on the event loop.
+
+        The encoder and the vector search release the GIL, so the two overlap on two CPUs (the
+        rest is Python, which takes turns). ``batches`` is read one batch ahead."""
+        loop = asyncio.get_running_loop()
+        pending = iter(batches)
+
+        def ahead(batch: Sequence[NoteIn]) -> asyncio.Future[list[RetrievedNote | Exception]]:
+            # in a copy of this context, as asyncio.to_thread: cancellation reaches it
+            call = contextvars.copy_context().run
+            return loop.run_in_executor(pool, call, self._retrieve_batch, batch)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="retrieve") as pool:
+            batch = next(pending, None)
+            retrieving = None if batch is None else ahead(batch)
+            while retrieving is not None:
+                retrieved = await retrieving
+                batch = next(pending, None)
+                retrieving = None if batch is None else ahead(batch)
+                yield _codes(await self._judge(retrieved))
+
+    def _retrieve_batch(self, notes: Sequence[NoteIn]) -> list[RetrievedNote | Exception]:
+        """Each note segmented and retrieved, or the error that stopped it."""
+        out: list[RetrievedNote | Exception] = []
         segmented: dict[int, SegmentedNote] = {}
         for i, note in enumerate(notes):
             try:
@@ -85,13 +113,22 @@ class Pipeline:
             else:
                 out.append(_PENDING)
         for i, retrieved in self._retrieve_many(segmented).items():
+            out[i] = retrieved
+        return out
+
+    async def _judge(
+        self, retrieved: Sequence[RetrievedNote | Exception]
+    ) -> list[tuple[CodedNote, RetrievedNote] | Exception]:
+        """Each retrieved note verified and aggregated (an error stays the note's result)."""
+        out: list[tuple[CodedNote, RetrievedNote] | Exception] = []
+        for note in retrieved:
             try:
-                if isinstance(retrieved, Exception):
-                    raise retrieved
-                verified = await self.verifier.verify(retrieved)
-                out[i] = (self.aggregator.aggregate(verified), retrieved)
+                if isinstance(note, Exception):
+                    raise note
+                verified = await self.verifier.verify(note)
+                out.append((self.aggregator.aggregate(verified), note))
             except Exception as exc:
-                out[i] = exc
+                out.append(exc)
         return out
 
     def _retrieve_many(
@@ -113,8 +150,14 @@ class Pipeline:
         return alone
 
 
-#: A note's slot in :meth:`Pipeline.code_notes_many` until its result is known.
+#: A note's slot in :meth:`Pipeline._retrieve_batch` until its result is known.
 _PENDING = RuntimeError("not coded")
+
+
+def _codes(
+    results: Sequence[tuple[CodedNote, RetrievedNote] | Exception],
+) -> list[CodedNote | Exception]:
+    return [r if isinstance(r, Exception) else r[0] for r in results]
 
 
 def build_pipeline(

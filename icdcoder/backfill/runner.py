@@ -1,11 +1,12 @@
 """A backfill run: read notes from a source, code what is not coded yet, keep everything.
 
-In process, notes are coded a batch at a time and each result is committed to the store as it
-comes, so Ctrl-C or a SIGKILL loses at most the batch in hand. A rerun skips every note version
+In process, notes are coded a batch at a time (the next batch retrieved while this one is
+verified: ``Pipeline.code_batches``) and each result is committed to the store as it comes, so
+Ctrl-C or a SIGKILL loses at most the two batches in hand. A rerun skips every note version
 (id + content hash) that already has a result of the same pack: a changed note or a new pack
-codes again. A bad row (no id, empty, not UTF-8, NUL characters, too long, a bad id, the same
-id with another text earlier in the run) is a failure with its reason, recorded in the store,
-and never stops the run.
+codes again; a row repeated within a run is coded once. A bad row (no id, empty, not UTF-8, NUL
+characters, too long, a bad id, the same id with another text earlier in the run) is a failure
+with its reason, recorded in the store, and never stops the run.
 
 Over the bus (``BusBackfill``) the notes are registered in the store and published to the
 notes stream with at most ``max_in_flight`` awaiting their result (backpressure); the store
@@ -17,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Protocol
 
 from icdcoder.backfill.sources import SourceRow
@@ -34,7 +35,11 @@ _NOTE_ID_RE = re.compile(NOTE_ID_PATTERN)
 
 
 class Coder(Protocol):
-    async def code_many(self, notes: Sequence[NoteIn]) -> list[CodedNote | Exception]: ...
+    def code_batches(
+        self, batches: Iterable[Sequence[NoteIn]]
+    ) -> AsyncIterator[list[CodedNote | Exception]]:
+        """Each batch's results, in order (``Pipeline.code_batches``)."""
+        ...
 
 
 class Progress(Protocol):
@@ -134,25 +139,58 @@ class Backfill:
 
     async def run(self, rows: Iterable[SourceRow]) -> Summary:
         started = time.perf_counter()
-        try:
+        # each chunk's size and notes to code, in step with the batches the coder is handed
+        chunks: deque[tuple[int, list[Checked]]] = deque()
+
+        def batches() -> Iterator[list[NoteIn]]:
             for chunk in batched(rows, self.batch):
-                await self._chunk(chunk)
+                todo = self._intake(chunk)
+                chunks.append((len(chunk), todo))
+                yield [c.note for c in todo]
+
+        try:
+            work = batches()
+            # a run whose first notes are all coded builds no pipeline for them (nor at all)
+            for first in work:
+                if first:
+                    break
+                self._advance(chunks.popleft()[0])
+            else:
+                return self.summary
+            async for outcomes in self.coder().code_batches(chain([first], work)):
+                size, todo = chunks.popleft()
+                self._keep(todo, outcomes)
+                self._advance(size)
         finally:
             self.summary.seconds = time.perf_counter() - started
         return self.summary
 
-    async def _chunk(self, chunk: list[SourceRow]) -> None:
+    def _advance(self, rows: int) -> None:
+        if self.progress is not None:
+            self.progress.update(rows)
+            self.progress.set_postfix_str(self.summary.postfix())
+
+    def _intake(self, chunk: list[SourceRow]) -> list[Checked]:
+        """The chunk's rows that are notes to code: not coded before, and not met earlier in
+        the run (its next batch is read before this one's results are kept). The others are
+        counted; a bad row is recorded as a failure."""
         ready: list[Checked] = []
         for row in chunk:
+            again = row.note_id in self._seen  # with another text, check_row refuses it
             checked = check_row(row, self.max_chars, self._seen)
-            if isinstance(checked, Checked):
-                ready.append(checked)
-            else:
+            if not isinstance(checked, Checked):
                 self._fail(row, "intake", *checked)
+            elif again:
+                self.summary.skipped += 1
+            else:
+                ready.append(checked)
         done = self.store.coded_versions(((c.note.note_id, c.digest) for c in ready), self.pack)
         todo = [c for c in ready if (c.note.note_id, c.digest) not in done]
         self.summary.skipped += len(ready) - len(todo)
-        outcomes = await self.coder().code_many([c.note for c in todo]) if todo else []
+        return todo
+
+    def _keep(self, todo: list[Checked], outcomes: Sequence[CodedNote | Exception]) -> None:
+        """Each note's result (or failure) into the store, as it comes."""
         for checked, outcome in zip(todo, outcomes, strict=True):
             row = checked.row
             if isinstance(outcome, CodedNote):
@@ -164,9 +202,6 @@ class Backfill:
                 public = isinstance(outcome, PublicError)
                 kind = "rejected" if public else f"internal error ({type(outcome).__name__})"
                 self._fail(row, "pipeline", kind, describe_error(outcome) if public else kind)
-        if self.progress is not None:
-            self.progress.update(len(chunk))
-            self.progress.set_postfix_str(self.summary.postfix())
 
     def coder(self) -> Coder:
         if self._coder is None:

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,17 @@ class FakeCoder:
             self.coded.append(note.note_id)
             out.append(NoteRejected("cannot code") if "FAIL" in note.text else coded_for(note))
         return out
+
+    async def code_batches(
+        self, batches: Iterable[Sequence[NoteIn]]
+    ) -> AsyncIterator[list[CodedNote | Exception]]:
+        """As the pipeline: the next batch is read before this one's results are given."""
+        pending = iter(batches)
+        notes = next(pending, None)
+        while notes is not None:
+            following = next(pending, None)
+            yield await self.code_many(notes)
+            notes = following
 
 
 def test_the_schema_is_created_by_migrations_and_checked(store_url: str) -> None:
@@ -201,6 +212,21 @@ async def test_backfill_records_every_bad_row_and_a_rerun_codes_nothing(
     # what was coded is skipped; what failed in the pipeline is tried again
     assert again.coded == 0 and again.skipped == 4 and second.coded == ["fails"]
     assert store.counts()["results"] == 4  # nothing twice
+
+
+async def test_a_row_repeated_in_the_next_batch_is_coded_once(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "n"
+    folder.mkdir()
+    for name, said in [("a", "Asthma."), ("b", "Gout."), ("c", "FAIL"), ("d", "Sepsis.")]:
+        (folder / f"{name}.txt").write_text(said)
+    rows = list(open_source(str(folder)))
+    coder = FakeCoder()
+    summary = await Backfill(store, lambda: coder, pack=PACK, max_chars=200, batch=2).run(
+        [rows[0], rows[1], rows[0], rows[2], rows[3]]
+    )
+    assert coder.coded == ["a", "b", "c", "d"]
+    assert summary.coded == 3 and summary.skipped == 1 and dict(summary.failed) == {"rejected": 1}
+    assert store.counts()["results"] == 3
 
 
 async def test_a_new_pack_or_a_changed_note_is_coded_again(store: Store, tmp_path: Path) -> None:

@@ -96,3 +96,23 @@ async def test_a_bad_note_fails_alone() -> None:
     assert isinstance(results[2], RuntimeError)
     assert [r.note_id for r in results if isinstance(r, CodedNote)] == ["n0", "n3"]
     assert retriever.batches == [3, 1, 1, 1]  # the batch failed: each note alone
+
+
+async def test_batches_are_coded_in_order_the_next_one_retrieved_ahead() -> None:
+    retriever = CountingRetriever(make_retriever())
+    read: list[int] = []
+
+    def batches() -> Any:
+        for b, texts in enumerate([["Pneumonia.", "Hypertension."], [], ["Hypertension."]]):
+            read.append(b)
+            yield [NoteIn(note_id=f"b{b}n{i}", text=t) for i, t in enumerate(texts)]
+        read.append(-1)  # the end, read ahead too
+        yield [NoteIn(note_id="poison", text="Pneumonia."), NoteIn(note_id="b4", text="Gout.")]
+
+    coded = []
+    async for results in _pipeline(retriever).code_batches(batches()):
+        # the batch after this one has been read already (its retrieval is under way)
+        assert len(read) == len(coded) + 2 or read[-1] == -1
+        coded.append([r.note_id if isinstance(r, CodedNote) else type(r).__name__ for r in results])
+    assert coded == [["b0n0", "b0n1"], [], ["b2n0"], ["RuntimeError", "b4"]]
+    assert retriever.batches == [2, 1, 2, 1, 1]  # the last batch failed: each note alone
