@@ -127,14 +127,12 @@ def quantise_per_token(model: Any) -> Any:
         "pt_zero": np.array(128, np.uint8),
     }
     nodes: list[Any] = []
-    replaced: set[str] = set()
     for node in graph.node:
         weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
         if weight is None or len(weight.dims) != 2:
             nodes.append(node)
             continue
-        replaced.add(weight.name)
-        x, p = node.input[0], f"pt{len(replaced)}_"
+        x, p = node.input[0], f"pt{len(shared)}_"
         w = numpy_helper.to_array(weight).astype(np.float32)
         w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
         shared[p + "w"] = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
@@ -153,7 +151,9 @@ def quantise_per_token(model: Any) -> Any:
             helper.make_node("Mul", [p + "float", p + "scale"], [p + "rescaled"]),
             helper.make_node("Mul", [p + "rescaled", p + "w_scale"], list(node.output)),
         ]
-    kept = [init for init in graph.initializer if init.name not in replaced]
+    # the float weights go, unless another node still reads one
+    read = {name for node in nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name in read]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.initializer[:]
