@@ -31,6 +31,10 @@ def query_texts(span: Span) -> list[str]:
 
 FAMILY_HISTORY = ("Z80", "Z81", "Z82", "Z83", "Z84")
 PERSONAL_HISTORY = ("Z85", "Z86", "Z87", "Z92")
+#: Status codes: what a past condition or procedure left ("status post nephrectomy" is Z90.5,
+#: "on dialysis" Z99.2): allergy status, acquired absence, transplants, implants, ostomies and
+#: postprocedural states, dependence on machines (Z88-Z99 less the history codes above).
+STATUS = ("Z88", "Z89", "Z90", "Z91", "Z93", "Z94", "Z95", "Z96", "Z97", "Z98", "Z99")
 #: Lifelong conditions: "a history of hypertension" says the patient has it (it does not
 #: resolve), so a historical span may produce the condition's own code, not only a personal
 #: history code (the Official Guidelines keep Z85-Z87 for conditions that no longer exist).
@@ -40,6 +44,10 @@ CHRONIC = (
     *("J44", "J45", "N18", "N40", "K50", "K51", "K74", "B18", "B20"),
     *("G20", "G30", "G35", "G40", "F20", "F31", "M05", "M06", "M15", "M16", "M17", "M81"),
 )
+
+
+#: What a historical span may produce.
+PAST = PERSONAL_HISTORY + STATUS + CHRONIC
 
 
 def rules_out_every_code(span: Span) -> bool:
@@ -57,8 +65,18 @@ def context_reason(span: Span, code: str) -> str | None:
         return "hypothetical or uncertain"
     if ctx.family and not code.startswith(FAMILY_HISTORY):
         return "family history: the condition is a relative's"
-    if ctx.historical and not ctx.family and not code.startswith(PERSONAL_HISTORY + CHRONIC):
-        return "historical: a past condition, not a current one"
+    return None
+
+
+def past_reason(span: Span, code: str) -> str | None:
+    """Why this span's code is for a coder to review, not to accept: a historical span ("a
+    history of nephrolithiasis") tells of a condition the patient may no longer have, and
+    only its personal-history, status or lifelong-condition codes (:data:`PAST`) stand on
+    it. Whether the condition is current is the coder's call: if it is not, its history code
+    applies (Official Guidelines I.C.21.c.4)."""
+    ctx = span.context
+    if ctx.historical and not ctx.family and not code.startswith(PAST):
+        return "historical: the note tells of it in the past; code it only if it is current"
     return None
 
 

@@ -4,10 +4,12 @@ Rules, in order:
 
 1. Only accepted (and, if configured, review) verdicts for codes in the current catalogue count.
 2. Context: a negated or hypothetical span produces no code. A family span produces only a
-   family-history code (Z80-Z84), a historical span only a personal-history code (Z85-Z87,
-   Z92) or the code of a lifelong condition ("a history of hypertension" is I10:
-   ``shared/context.CHRONIC``); the condition's own code is kept visible under ``excluded``
-   with the reason.
+   family-history code (Z80-Z84); the condition's own code is kept visible under ``excluded``
+   with the reason. A historical span stands for a personal-history code (Z85-Z87, Z92), a
+   status code (Z88-Z99: "status post nephrectomy") or the code of a lifelong condition ("a
+   history of hypertension" is I10: ``shared/context.CHRONIC``); any other code of it goes to
+   review with the reason (is the condition current?), or, without review codes, under
+   ``excluded``.
 3. A code whose children are 7th-character extensions becomes its default billable code.
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
@@ -49,7 +51,7 @@ from dataclasses import dataclass, field
 
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.consistency import NoteFacts, inconsistency, read_facts
-from icdcoder.shared.context import context_reason
+from icdcoder.shared.context import context_reason, past_reason
 from icdcoder.shared.guidelines import (
     combinations,
     explains_symptom,
@@ -147,9 +149,19 @@ class Aggregator:
                 )
                 continue
             reason = context_reason(span, info.code)
+            past = past_reason(span, info.code)
+            if reason is None and past is not None and not self._include_review:
+                reason = past
             if reason is not None:
                 excluded[(span.span_id, info.code)] = _excluded(span, info.code, reason)
                 continue
+            if past is not None:
+                verdict = verdict.model_copy(
+                    update={
+                        "decision": "review",
+                        "justification": f"{verdict.justification} For review: {past}.",
+                    }
+                )
             self._add(entries, span, verdict, info.code)
         kept = self._keep_most_specific(entries)
         for entry in kept:

@@ -2,7 +2,7 @@ from typing import Literal
 
 from icdcoder.services.aggregator.core import Aggregator
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.context import context_reason
+from icdcoder.shared.context import context_reason, past_reason
 from icdcoder.shared.messages import (
     Candidate,
     Span,
@@ -64,8 +64,15 @@ def test_context_reasons() -> None:
     assert context_reason(fam, "Z80.3") is None
     assert context_reason(fam, "C50.919") is not None
     hist = span("History of nephrolithiasis", "c", historical=True)
-    assert context_reason(hist, "Z87.442") is None
-    assert context_reason(hist, "N20.0") is not None
+    assert context_reason(hist, "Z87.442") is None and past_reason(hist, "Z87.442") is None
+    # a past condition may still be current: its own code is the coder's call, for review
+    assert context_reason(hist, "N20.0") is None
+    assert past_reason(hist, "N20.0") is not None
+    # what a procedure left is a status code: it stands on a historical span
+    after = make_span("Status post nephrectomy", "Status post nephrectomy", "k", historical=True)
+    assert past_reason(after, "Z90.5") is None and past_reason(after, "Z99.2") is None
+    assert past_reason(after, "N28.9") is not None
+    assert past_reason(fam, "C50.919") is None  # a relative's: refused, not for review
     assert context_reason(span("Rule out pneumonia", "d", hypothetical=True), "J18.9") is not None
 
 
@@ -80,7 +87,8 @@ def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
     assert context_reason(hypertension, "Z86.79") is None  # a history code still may
     assert context_reason(alone("history of dyslipidemia", "f", historical=True), "E78.5") is None
     stroke = alone("history of stroke", "g", historical=True)
-    assert context_reason(stroke, "I63.9") is not None  # an event in the past: Z86.73
+    assert past_reason(stroke, "I63.9") is not None  # an event in the past: Z86.73
+    assert past_reason(hypertension, "I10") is None
     denied = alone("No hypertension", "h", negated=True, historical=True)
     assert context_reason(denied, "I10") == "negated"
     relative = alone("Mother with hypertension", "i", family=True, historical=True)
@@ -88,6 +96,7 @@ def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
 
 
 def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalogue) -> None:
+    """A past condition's own code is for review (or, without review codes, excluded)."""
     spans = [
         span("Denies chest pain", "s1", negated=True),
         span("Family history of breast cancer", "s2", family=True),
@@ -106,16 +115,37 @@ def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalo
             verdict("s4", "J18.9", 0.9),
         ],
     )
-    assert [c.code for c in out.codes] == ["Z80.3", "Z87.442"]
+    assert [(c.code, c.decision) for c in out.codes] == [
+        ("N20.0", "review"),
+        ("Z80.3", "accept"),
+        ("Z87.442", "accept"),
+    ]
+    assert "For review: historical" in out.codes[0].justification
     reasons = {(x.code, x.reason.split(":")[0]) for x in out.excluded}
     assert reasons == {
         ("R07.9", "negated"),
         ("C50.919", "family history"),
-        ("N20.0", "historical"),
         ("J18.9", "hypothetical or uncertain"),
     }
     ex = next(x for x in out.excluded if x.code == "R07.9")
     assert NOTE[ex.start : ex.end] == ex.text == "Denies chest pain"
+    accepted_only = run(catalogue, spans, [verdict("s3", "N20.0", 0.9)], include_review=False)
+    assert not accepted_only.codes
+    assert [(x.code, x.reason.split(":")[0]) for x in accepted_only.excluded] == [
+        ("N20.0", "historical")
+    ]
+
+
+def test_a_past_condition_also_stated_as_current_is_accepted(catalogue: Catalogue) -> None:
+    text = "History of nephrolithiasis. Now nephrolithiasis again."
+    spans = [
+        make_span("History of nephrolithiasis", text, "s1", historical=True),
+        make_span("nephrolithiasis again", text, "s2"),
+    ]
+    verdicts = [verdict("s1", "N20.0", 0.9), verdict("s2", "N20.0", 0.7)]
+    out = run(catalogue, spans, verdicts, text=text)
+    assert [(c.code, c.decision) for c in out.codes] == [("N20.0", "accept")]
+    assert [e.span_id for e in out.codes[0].evidence] == ["s1", "s2"]
 
 
 def test_most_specific_code_keeps_all_evidence(catalogue: Catalogue) -> None:
