@@ -51,9 +51,9 @@ PAST = PERSONAL_HISTORY + STATUS + CHRONIC
 
 
 def rules_out_every_code(span: Span) -> bool:
-    """True when :func:`context_reason` refuses the span every code (negated or hypothetical):
-    the retriever need not search it."""
-    return span.context.negated or span.context.hypothetical
+    """True when :func:`context_reason` refuses the span every code (negated): the retriever
+    need not search it."""
+    return span.context.negated
 
 
 def context_reason(span: Span, code: str) -> str | None:
@@ -61,31 +61,36 @@ def context_reason(span: Span, code: str) -> str | None:
     ctx = span.context
     if ctx.negated:
         return "negated"
-    if ctx.hypothetical:
-        return "hypothetical or uncertain"
     if ctx.family and not code.startswith(FAMILY_HISTORY):
         return "family history: the condition is a relative's"
     return None
 
 
-def past_reason(span: Span, code: str) -> str | None:
-    """Why this span's code is for a coder to review, not to accept: a historical span ("a
-    history of nephrolithiasis") tells of a condition the patient may no longer have, and
-    only its personal-history, status or lifelong-condition codes (:data:`PAST`) stand on
-    it. Whether the condition is current is the coder's call: if it is not, its history code
-    applies (Official Guidelines I.C.21.c.4)."""
+def review_reason(span: Span, code: str) -> str | None:
+    """Why this span's code is for a coder to review, not to accept (None: it may be accepted).
+
+    - A hypothetical or uncertain span ("possible pneumonia", "rule out sepsis"): an uncertain
+      diagnosis at an inpatient discharge is coded as if established, an outpatient's is not
+      (Official Guidelines II.H, IV.H); the note does not say which.
+    - A historical span ("a history of nephrolithiasis") tells of a condition the patient may
+      no longer have: only its personal-history, status or lifelong-condition codes
+      (:data:`PAST`) stand on it. If the condition is not current, its history code applies
+      (I.C.21.c.4)."""
     ctx = span.context
+    if ctx.hypothetical and not ctx.negated:
+        return "hypothetical or uncertain"
     if ctx.historical and not ctx.family and not code.startswith(PAST):
         return "historical: the note tells of it in the past; code it only if it is current"
     return None
 
 
 def stated_text(text: str, spans: Iterable[Span]) -> str:
-    """The note's ``text`` without the spans that :func:`rules_out_every_code` (negated or
-    hypothetical): what the note states of the patient. "No fever or cough" states neither."""
+    """The note's ``text`` without its negated or hypothetical spans: what the note states of
+    the patient. "No fever or cough" states neither, "possible pneumonia" no pneumonia."""
     parts: list[str] = []
     at = 0
-    for span in sorted((s for s in spans if rules_out_every_code(s)), key=lambda s: s.start):
+    unstated = (s for s in spans if s.context.negated or s.context.hypothetical)
+    for span in sorted(unstated, key=lambda s: s.start):
         if span.start >= at:
             parts.append(text[at : span.start])
         at = max(at, span.end)

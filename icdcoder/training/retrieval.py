@@ -41,7 +41,7 @@ from icdcoder.shared.pack import Pack
 from icdcoder.training.corpus import CodedCase, corpus_digest
 
 #: Bump when the cached format or what retrieval does changes.
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 
 Progress = Callable[[Sequence[CodedCase]], Iterable[CodedCase]]
 

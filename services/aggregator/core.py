@@ -3,13 +3,14 @@
 Rules, in order:
 
 1. Only accepted (and, if configured, review) verdicts for codes in the current catalogue count.
-2. Context: a negated or hypothetical span produces no code. A family span produces only a
-   family-history code (Z80-Z84); the condition's own code is kept visible under ``excluded``
-   with the reason. A historical span stands for a personal-history code (Z85-Z87, Z92), a
-   status code (Z88-Z99: "status post nephrectomy") or the code of a lifelong condition ("a
-   history of hypertension" is I10: ``shared/context.CHRONIC``); any other code of it goes to
-   review with the reason (is the condition current?), or, without review codes, under
-   ``excluded``.
+2. Context: a negated span produces no code. A family span produces only a family-history
+   code (Z80-Z84); the condition's own code is kept visible under ``excluded`` with the
+   reason. A hypothetical span's codes go to review (an uncertain diagnosis is coded as if
+   established at an inpatient discharge only). A historical span stands for a
+   personal-history code (Z85-Z87, Z92), a status code (Z88-Z99: "status post nephrectomy")
+   or the code of a lifelong condition ("a history of hypertension" is I10:
+   ``shared/context.CHRONIC``); any other code of it goes to review with the reason (is the
+   condition current?). Without review codes, such codes stay under ``excluded``.
 3. A code whose children are 7th-character extensions becomes its default billable code.
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.consistency import NoteFacts, inconsistency, read_facts
-from icdcoder.shared.context import context_reason, past_reason
+from icdcoder.shared.context import context_reason, review_reason
 from icdcoder.shared.guidelines import (
     combinations,
     explains_symptom,
@@ -149,7 +150,7 @@ class Aggregator:
                 )
                 continue
             reason = context_reason(span, info.code)
-            past = past_reason(span, info.code)
+            past = review_reason(span, info.code)
             if reason is None and past is not None and not self._include_review:
                 reason = past
             if reason is not None:

@@ -2,7 +2,7 @@ from typing import Literal
 
 from icdcoder.services.aggregator.core import Aggregator
 from icdcoder.shared.catalogue import Catalogue
-from icdcoder.shared.context import context_reason, past_reason
+from icdcoder.shared.context import context_reason, review_reason
 from icdcoder.shared.messages import (
     Candidate,
     Span,
@@ -64,16 +64,20 @@ def test_context_reasons() -> None:
     assert context_reason(fam, "Z80.3") is None
     assert context_reason(fam, "C50.919") is not None
     hist = span("History of nephrolithiasis", "c", historical=True)
-    assert context_reason(hist, "Z87.442") is None and past_reason(hist, "Z87.442") is None
+    assert context_reason(hist, "Z87.442") is None and review_reason(hist, "Z87.442") is None
     # a past condition may still be current: its own code is the coder's call, for review
     assert context_reason(hist, "N20.0") is None
-    assert past_reason(hist, "N20.0") is not None
+    assert review_reason(hist, "N20.0") is not None
     # what a procedure left is a status code: it stands on a historical span
     after = make_span("Status post nephrectomy", "Status post nephrectomy", "k", historical=True)
-    assert past_reason(after, "Z90.5") is None and past_reason(after, "Z99.2") is None
-    assert past_reason(after, "N28.9") is not None
-    assert past_reason(fam, "C50.919") is None  # a relative's: refused, not for review
-    assert context_reason(span("Rule out pneumonia", "d", hypothetical=True), "J18.9") is not None
+    assert review_reason(after, "Z90.5") is None and review_reason(after, "Z99.2") is None
+    assert review_reason(after, "N28.9") is not None
+    assert review_reason(fam, "C50.919") is None  # a relative's: refused, not for review
+    # uncertain: an inpatient's discharge diagnosis is coded as if established (Guidelines
+    # II.H), an outpatient's is not: the coder's call, for review
+    maybe = span("Rule out pneumonia", "d", hypothetical=True)
+    assert context_reason(maybe, "J18.9") is None
+    assert review_reason(maybe, "J18.9") == "hypothetical or uncertain"
 
 
 def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
@@ -87,8 +91,8 @@ def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
     assert context_reason(hypertension, "Z86.79") is None  # a history code still may
     assert context_reason(alone("history of dyslipidemia", "f", historical=True), "E78.5") is None
     stroke = alone("history of stroke", "g", historical=True)
-    assert past_reason(stroke, "I63.9") is not None  # an event in the past: Z86.73
-    assert past_reason(hypertension, "I10") is None
+    assert review_reason(stroke, "I63.9") is not None  # an event in the past: Z86.73
+    assert review_reason(hypertension, "I10") is None
     denied = alone("No hypertension", "h", negated=True, historical=True)
     assert context_reason(denied, "I10") == "negated"
     relative = alone("Mother with hypertension", "i", family=True, historical=True)
@@ -96,7 +100,7 @@ def test_a_history_of_a_lifelong_condition_is_the_condition() -> None:
 
 
 def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalogue) -> None:
-    """A past condition's own code is for review (or, without review codes, excluded)."""
+    """A past or uncertain condition's code is for review (without review codes, excluded)."""
     spans = [
         span("Denies chest pain", "s1", negated=True),
         span("Family history of breast cancer", "s2", family=True),
@@ -116,23 +120,27 @@ def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalo
         ],
     )
     assert [(c.code, c.decision) for c in out.codes] == [
+        ("J18.9", "review"),
         ("N20.0", "review"),
         ("Z80.3", "accept"),
         ("Z87.442", "accept"),
     ]
-    assert "For review: historical" in out.codes[0].justification
+    assert "For review: hypothetical or uncertain" in out.codes[0].justification
+    assert "For review: historical" in out.codes[1].justification
     reasons = {(x.code, x.reason.split(":")[0]) for x in out.excluded}
-    assert reasons == {
-        ("R07.9", "negated"),
-        ("C50.919", "family history"),
-        ("J18.9", "hypothetical or uncertain"),
-    }
+    assert reasons == {("R07.9", "negated"), ("C50.919", "family history")}
     ex = next(x for x in out.excluded if x.code == "R07.9")
     assert NOTE[ex.start : ex.end] == ex.text == "Denies chest pain"
-    accepted_only = run(catalogue, spans, [verdict("s3", "N20.0", 0.9)], include_review=False)
+    accepted_only = run(
+        catalogue,
+        spans,
+        [verdict("s3", "N20.0", 0.9), verdict("s4", "J18.9", 0.9)],
+        include_review=False,
+    )
     assert not accepted_only.codes
     assert [(x.code, x.reason.split(":")[0]) for x in accepted_only.excluded] == [
-        ("N20.0", "historical")
+        ("N20.0", "historical"),
+        ("J18.9", "hypothetical or uncertain"),
     ]
 
 
