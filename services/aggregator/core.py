@@ -150,17 +150,17 @@ class Aggregator:
                 )
                 continue
             reason = context_reason(span, info.code)
-            past = review_reason(span, info.code)
-            if reason is None and past is not None and not self._include_review:
-                reason = past
+            doubt = review_reason(span, info.code)  # a past or uncertain condition
+            if reason is None and doubt is not None and not self._include_review:
+                reason = doubt
             if reason is not None:
                 excluded[(span.span_id, info.code)] = _excluded(span, info.code, reason)
                 continue
-            if past is not None:
+            if doubt is not None:
                 verdict = verdict.model_copy(
                     update={
                         "decision": "review",
-                        "justification": f"{verdict.justification} For review: {past}.",
+                        "justification": f"{verdict.justification} For review: {doubt}.",
                     }
                 )
             self._add(entries, span, verdict, info.code)
