@@ -155,12 +155,14 @@ class Workers:
         return "\n".join(path.read_text(errors="replace") for _, _, path in self.procs)
 
 
-def wait(check: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
+def wait(
+    check: Callable[[], bool], what: str, timeout_s: float = 300, every_s: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(every_s)
 
 
 def dev_notes(prefix: str, n: int, start: int = 0) -> list[NoteIn]:

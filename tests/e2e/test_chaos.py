@@ -112,7 +112,9 @@ def test_kill_9_of_each_stage_mid_run_loses_and_duplicates_nothing(
     notes = sent(dev_notes("kill-", 16))
     submit(db, notes)
     for stage in STAGES:
-        wait(lambda s=stage: in_hand(db, s), f"the {stage} to hold a note", timeout_s=120)
+        # the aggregator holds a note for a few milliseconds: look every 2 ms, not every 100
+        held = f"the {stage} to hold a note"
+        wait(lambda s=stage: in_hand(db, s), held, timeout_s=120, every_s=0.002)
         victim = workers.live(stage)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
