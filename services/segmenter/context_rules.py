@@ -2,7 +2,8 @@
 
 medspaCy's default English rules, less its family rule, plus the rules in ``context_rules``:
 relatives are family cues but a child, son or daughter is the patient in a pediatric report
-unless a possessive names them ("her son"); "status post", "s/p", "previous" are historical;
+unless a possessive names them ("her son"); "status post", "s/p", "previous" are historical,
+and "ex-" for the one word it prefixes ("ex-smoker");
 "suspected", "was suspected", "cannot be excluded" uncertain; "risk of" hypothetical; "was
 negative for", "was excluded", "ruling out" negated; a new event ("consulted", "presented")
 ends any cue's scope. ``as_phrases`` spells the token patterns out as phrases (same matches,
@@ -79,6 +80,8 @@ def context_rules() -> list[Any]:
         rule("s/p", "HISTORICAL", "FORWARD"),
         rule("previous", "HISTORICAL", "FORWARD", [any_of("previous", "previously", "prior")]),
         rule("former", "HISTORICAL", "FORWARD", [any_of("former", "formerly")]),
+        # "ex-smoker", "ex-drinker": the prefix makes the next word a past one, no more
+        rule("ex-", "HISTORICAL", "FORWARD", [{"LOWER": "ex"}, {"LOWER": "-"}], max_scope=1),
         rule("prior to", "HISTORICAL", "PSEUDO", [any_of("prior", "previous"), {"LOWER": "to"}]),
         rule(
             "previous days",

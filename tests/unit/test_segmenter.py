@@ -209,6 +209,9 @@ def test_clause_splitting(segmenter: Segmenter, text: str, spans: list[str]) -> 
         ("Status post appendectomy.", "appendectomy", ["historical"]),
         ("S/p coronary artery bypass graft.", "coronary artery bypass graft", ["historical"]),
         ("Previous myocardial infarction.", "myocardial infarction", ["historical"]),
+        ("An ex-smoker of 20 cigarettes a day.", "smoker of 20 cigarettes a day", ["historical"]),
+        # "ex-" reaches one word: the hypertension is current
+        ("Ex-smoker, hypertensive.", "hypertensive", []),
         ("Abdominal pain prior to admission.", "Abdominal pain prior to admission", []),
         (
             "Type 2 diabetes mellitus without complications",
