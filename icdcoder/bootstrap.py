@@ -180,8 +180,16 @@ def build_pipeline(
     return Pipeline(
         segmenter=Segmenter(settings.segmenter),
         retriever=retriever_for(opened, settings, progress=progress),
-        verifier=make_verifier(settings.verifier, opened.catalogue, weights, notes),
-        aggregator=Aggregator(opened.catalogue, settings.aggregator),
+        verifier=make_verifier(
+            settings.verifier,
+            opened.catalogue,
+            weights,
+            notes,
+            negated_for_review=settings.negated_for_review,
+        ),
+        aggregator=Aggregator(
+            opened.catalogue, settings.aggregator, negated_for_review=settings.negated_for_review
+        ),
         pack=opened.pack,
         catalogue=opened.catalogue,
     )

@@ -50,16 +50,20 @@ CHRONIC = (
 PAST = PERSONAL_HISTORY + STATUS + CHRONIC
 
 
-def rules_out_every_code(span: Span) -> bool:
+def rules_out_every_code(span: Span, *, negated_for_review: bool = False) -> bool:
     """True when :func:`context_reason` refuses the span every code (negated): the retriever
     need not search it."""
-    return span.context.negated
+    return span.context.negated and not negated_for_review
 
 
-def context_reason(span: Span, code: str) -> str | None:
-    """Why this span may not produce this code, or None when it may."""
+def context_reason(span: Span, code: str, *, negated_for_review: bool = False) -> str | None:
+    """Why this span may not produce this code, or None when it may.
+
+    A negated span ("no fever") produces nothing, as the Official Guidelines say, unless
+    ``negated_for_review`` (``ICDCODER_NEGATED_MENTIONS=review``): then its codes are listed
+    for review (:func:`review_reason`), never accepted."""
     ctx = span.context
-    if ctx.negated:
+    if ctx.negated and not negated_for_review:
         return "negated"
     if ctx.family and not code.startswith(FAMILY_HISTORY):
         return "family history: the condition is a relative's"
@@ -69,6 +73,8 @@ def context_reason(span: Span, code: str) -> str | None:
 def review_reason(span: Span, code: str) -> str | None:
     """Why this span's code is for a coder to review, not to accept (None: it may be accepted).
 
+    - A negated span ("no fever"), when negated mentions are listed at all
+      (:func:`context_reason`): the note rules the condition out.
     - A hypothetical or uncertain span ("possible pneumonia", "rule out sepsis"): an uncertain
       diagnosis at an inpatient discharge is coded as if established, an outpatient's is not
       (Official Guidelines II.H, IV.H); the note does not say which.
@@ -77,7 +83,9 @@ def review_reason(span: Span, code: str) -> str | None:
       (:data:`PAST`) stand on it. If the condition is not current, its history code applies
       (I.C.21.c.4)."""
     ctx = span.context
-    if ctx.hypothetical and not ctx.negated:
+    if ctx.negated:
+        return "negated: the note rules it out"
+    if ctx.hypothetical:
         return "hypothetical or uncertain"
     if ctx.historical and not ctx.family and not code.startswith(PAST):
         return "historical: the note tells of it in the past; code it only if it is current"

@@ -299,6 +299,12 @@ class Settings(BaseSettings):
         description="retrieve over the pack's Alphabetic Index term paths too (false: "
         "descriptions and inclusion terms only)",
     )
+    negated_mentions: Literal["exclude", "review"] = Field(
+        default="exclude",
+        description='a finding the note rules out ("no fever"): exclude (the Official '
+        "Guidelines: not coded) or review (searched, listed for review, never accepted; "
+        "CodiEsp's gold codes such mentions)",
+    )
     segmenter: SegmenterConfig = SegmenterConfig()
     retriever: RetrieverConfig = RetrieverConfig()
     verifier: VerifierConfig = VerifierConfig()
@@ -307,6 +313,11 @@ class Settings(BaseSettings):
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     http: HttpConfig = HttpConfig()
+
+    @property
+    def negated_for_review(self) -> bool:
+        """Negated spans searched and their codes listed for review (``negated_mentions``)."""
+        return self.negated_mentions == "review"
 
     def with_section(self, **sections: Any) -> Settings:
         """A copy with some fields replaced (``pack=...``, ``retriever=RetrieverConfig(...)``)."""

@@ -16,7 +16,9 @@ def load(settings: Settings) -> LoadedStage[VerifiedNote, CodedNote]:
     from icdcoder.services.aggregator.core import Aggregator
 
     opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
-    aggregator = Aggregator(opened.catalogue, settings.aggregator)
+    aggregator = Aggregator(
+        opened.catalogue, settings.aggregator, negated_for_review=settings.negated_for_review
+    )
     return LoadedStage(in_thread(aggregator.aggregate), pack=opened.pack.id)
 
 

@@ -120,8 +120,17 @@ class _Entry:
 
 
 class Aggregator:
-    def __init__(self, catalogue: Catalogue, config: AggregatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        config: AggregatorConfig | None = None,
+        *,
+        negated_for_review: bool = False,
+    ) -> None:
+        """``negated_for_review``: a negated span's codes go to review, not away
+        (``ICDCODER_NEGATED_MENTIONS=review``)."""
         self._catalogue = catalogue
+        self._negated_for_review = negated_for_review
         config = config or AggregatorConfig()
         self._include_review = config.include_review
         self._combine = config.combine
@@ -149,8 +158,8 @@ class Aggregator:
                     span, verdict.code, "not in catalogue"
                 )
                 continue
-            reason = context_reason(span, info.code)
-            doubt = review_reason(span, info.code)  # a past or uncertain condition
+            reason = context_reason(span, info.code, negated_for_review=self._negated_for_review)
+            doubt = review_reason(span, info.code)  # a negated, past or uncertain condition
             if reason is None and doubt is not None and not self._include_review:
                 reason = doubt
             if reason is not None:

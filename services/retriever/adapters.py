@@ -211,10 +211,14 @@ def runtime(config: RetrieverConfig) -> str:
 def retriever_for(
     opened: OpenPack, settings: Settings, *, progress: ProgressFactory | None = None
 ) -> Retriever:
-    """The retriever of an opened pack, with the settings' retriever section and cache."""
+    """The retriever of an opened pack, with the settings' retriever section and cache (and
+    negated spans searched when their codes are for review)."""
+    config = settings.retriever
+    if settings.negated_for_review and not config.search_ruled_out:
+        config = config.model_copy(update={"search_ruled_out": True})
     return load_retriever(
         opened.pack,
-        settings.retriever,
+        config,
         opened.catalogue,
         settings.cache_dir,
         memory=opened.memory,

@@ -33,7 +33,13 @@ def load(settings: Settings) -> LoadedStage[RetrievedNote, VerifiedNote]:
     opened = open_pack(settings.pack, cache_dir=settings.cache_dir, index=settings.alphabetic_index)
     notes = opened.memory.notes if opened.memory else ()
     weights = VerifierWeights.read(opened.pack.weights_path)
-    verifier = make_verifier(settings.verifier, opened.catalogue, weights, notes)
+    verifier = make_verifier(
+        settings.verifier,
+        opened.catalogue,
+        weights,
+        notes,
+        negated_for_review=settings.negated_for_review,
+    )
 
     async def verify(note: RetrievedNote) -> VerifiedNote:
         check_candidates(note, opened.catalogue)

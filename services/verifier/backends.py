@@ -42,9 +42,14 @@ def note_votes(config: VerifierConfig, notes: tuple[MemoryNote, ...]) -> CodedNo
 
 
 def similarity_verifier(
-    config: VerifierConfig, weights: VerifierWeights, notes: tuple[MemoryNote, ...] = ()
+    config: VerifierConfig,
+    weights: VerifierWeights,
+    notes: tuple[MemoryNote, ...] = (),
+    *,
+    negated_for_review: bool = False,
 ) -> SimilarityVerifier:
-    """The similarity verifier of these weights, settings overriding their operating point."""
+    """The similarity verifier of these weights, settings overriding their operating point;
+    ``negated_for_review``: score negated spans' codes too (``ICDCODER_NEGATED_MENTIONS``)."""
     model = weights.note if config.note_reranker else None
     point = weights.point(reranker=model is not None)
     coded = note_votes(config, notes) if model is not None else CodedNotes()
@@ -65,6 +70,7 @@ def similarity_verifier(
         coded_notes=coded.counts,
         category_mass=config.category_mass,
         max_codes_per_note=config.max_codes_per_note or point.max_codes_per_note,
+        negated_for_review=negated_for_review,
     )
 
 
@@ -73,10 +79,13 @@ def make_verifier(
     catalogue: Catalogue,
     weights: VerifierWeights,
     notes: tuple[MemoryNote, ...] = (),
+    *,
+    negated_for_review: bool = False,
 ) -> Verifier:
-    """The configured backend; ``notes`` are the pack memory's coded notes."""
+    """The configured backend; ``notes`` are the pack memory's coded notes,
+    ``negated_for_review`` is ``ICDCODER_NEGATED_MENTIONS=review``."""
     if config.backend == "vllm":
         from icdcoder.services.verifier.vllm_backend import VllmVerifier
 
         return VllmVerifier(config.vllm, catalogue)
-    return similarity_verifier(config, weights, notes)
+    return similarity_verifier(config, weights, notes, negated_for_review=negated_for_review)

@@ -60,6 +60,8 @@ class SimilarityVerifier:
     #: With the re-ranker: accept a listed diagnosis's best code when none of its category's
     #: codes reaches the accept threshold but together they do (:func:`category_mass`).
     category_mass: bool = False
+    #: Score the codes of negated spans too (they go to review: ``ICDCODER_NEGATED_MENTIONS``).
+    negated_for_review: bool = False
 
     @property
     def info(self) -> VerifierInfo:
@@ -126,8 +128,13 @@ class SimilarityVerifier:
     def note_rows(
         self, note: RetrievedNote, spans_per_code: Mapping[str, int]
     ) -> dict[str, CodeInNote]:
-        """What the note's spans say about each code they may produce (context allowing)."""
+        """What the note's spans say about each code they may produce (context allowing).
+
+        With ``negated_for_review``, the codes only negated spans produce get rows of their own,
+        made from those spans alone, after the others': a finding ruled out never changes what
+        the rest of the note says of a code (its rows, siblings and features are the same)."""
         rows: dict[str, CodeInNote] = {}
+        negated: list[SpanCandidates] = []
         # a code's words count as documented where the note states them, not where it rules
         # them out ("no fever" documents no R50.9)
         stated = stated_text(note.text, (item.span for item in note.items))
@@ -135,19 +142,49 @@ class SimilarityVerifier:
         note_said = said_stems(stated)
         votes = self.similar_notes.votes(note.text) if self.similar_notes else {}
         classified = self.note_classifier.votes(note.text) if self.note_classifier else {}
+        only_negated: dict[str, CodeInNote] = {}
         for item in note.items:
-            for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
-                if context_reason(item.span, cand.code) is not None:
-                    continue
-                row = rows.get(cand.code)
-                if row is None:
-                    row = rows[cand.code] = CodeInNote(cand, note_stems, note_said)
-                    row.similar_notes = votes.get(cand.code, 0.0)
-                    row.classifier = classified.get(cand.code)
-                    row.coded_notes = self.coded_notes.get(cand.code.upper(), 0.0)
-                row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
+            if item.span.context.negated:
+                if self.negated_for_review:
+                    negated.append(item)
+                continue
+            self._add_rows(rows, item, spans_per_code, note_stems, note_said, votes, classified)
         compare_siblings(rows.values())
+        for item in negated:
+            self._add_rows(
+                only_negated, item, spans_per_code, note_stems, note_said, votes, classified, rows
+            )
+        compare_siblings(only_negated.values())
+        rows.update(only_negated)
         return rows
+
+    def _add_rows(
+        self,
+        rows: dict[str, CodeInNote],
+        item: SpanCandidates,
+        spans_per_code: Mapping[str, int],
+        note_stems: frozenset[str],
+        note_said: frozenset[str],
+        votes: Mapping[str, float],
+        classified: Mapping[str, float],
+        skip: Mapping[str, CodeInNote] | None = None,
+    ) -> None:
+        """One span's say on each code it may produce (not those in ``skip``)."""
+        for rank, (conf, cand, values) in enumerate(self.score_span(item, spans_per_code)):
+            if skip is not None and cand.code in skip:
+                continue
+            if (
+                context_reason(item.span, cand.code, negated_for_review=self.negated_for_review)
+                is not None
+            ):
+                continue
+            row = rows.get(cand.code)
+            if row is None:
+                row = rows[cand.code] = CodeInNote(cand, note_stems, note_said)
+                row.similar_notes = votes.get(cand.code, 0.0)
+                row.classifier = classified.get(cand.code)
+                row.coded_notes = self.coded_notes.get(cand.code.upper(), 0.0)
+            row.add(item, rank, conf, cand, values, self.max_suggestions_per_span)
 
     def judge_note(
         self, note: RetrievedNote, spans_per_code: Mapping[str, int], model: NoteModel
@@ -159,7 +196,7 @@ class SimilarityVerifier:
         kept = ranked[: self.max_codes_per_note]
         promoted = (
             category_mass(
-                [(code, conf) for conf, code in kept],
+                [(code, conf) for conf, code in kept if not _only_negated(rows[code])],
                 self.accept_threshold,
                 {code for _, code in kept if _listed(rows[code])},
             )
@@ -239,3 +276,8 @@ def category_mass(
             if eligible is None or best[0] in eligible:
                 promoted[best[0]] = 1.0 - miss
     return promoted
+
+
+def _only_negated(row: CodeInNote) -> bool:
+    """Whether only negated spans produce the code (they never add to a category's mass)."""
+    return all(item.span.context.negated for item in row.spans)

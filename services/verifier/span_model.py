@@ -60,9 +60,12 @@ class SpanWeights:
 
 
 def note_support(items: Sequence[SpanCandidates], considered: int) -> dict[str, int]:
-    """How many of the note's spans have each code among their first ``considered`` candidates."""
+    """How many of the note's spans have each code among their first ``considered`` candidates
+    (negated spans not counted: a finding ruled out supports no code)."""
     counts: dict[str, int] = {}
     for item in items:
+        if item.span.context.negated:
+            continue
         for code in {c.code for c in item.candidates[:considered]}:
             counts[code] = counts.get(code, 0) + 1
     return counts

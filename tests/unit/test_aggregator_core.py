@@ -38,6 +38,7 @@ def run(
     include_review: bool = True,
     combine: Literal["max", "noisy_or"] = "max",
     text: str = NOTE,
+    negated_for_review: bool = False,
     **rules: bool | str,
 ):  # type: ignore[no-untyped-def]
     note = VerifiedNote(
@@ -49,7 +50,7 @@ def run(
         verifier=VerifierInfo(backend="test"),
     )
     config = AggregatorConfig(include_review=include_review, combine=combine, **rules)
-    return Aggregator(catalogue, config).aggregate(note)
+    return Aggregator(catalogue, config, negated_for_review=negated_for_review).aggregate(note)
 
 
 def candidates(span: Span, verdicts: list[Verdict]) -> list[Candidate]:
@@ -142,6 +143,28 @@ def test_context_drops_condition_codes_but_keeps_history_codes(catalogue: Catalo
         ("N20.0", "historical"),
         ("J18.9", "hypothetical or uncertain"),
     ]
+
+
+def test_negated_mentions_go_to_review_only_when_asked(catalogue: Catalogue) -> None:
+    """The guidelines code no finding the note rules out; ICDCODER_NEGATED_MENTIONS=review
+    lists it for a coder (CodiEsp's gold codes such mentions), never accepted."""
+    spans = [span("Denies chest pain", "s1", negated=True), span("Diabetes", "s2")]
+    verdicts = [verdict("s1", "R07.9", 0.9), verdict("s2", "E11.9", 0.8)]
+    guideline = run(catalogue, spans, verdicts)
+    assert [c.code for c in guideline.codes] == ["E11.9"]
+    assert [(x.code, x.reason) for x in guideline.excluded] == [("R07.9", "negated")]
+    denied = make_span("Denies chest pain", NOTE, "s1", negated=True)
+    assert context_reason(denied, "R07.9", negated_for_review=True) is None
+    assert review_reason(denied, "R07.9") == "negated: the note rules it out"
+    mentions = run(catalogue, spans, verdicts, negated_for_review=True)
+    assert [(c.code, c.decision) for c in mentions.codes] == [
+        ("R07.9", "review"),
+        ("E11.9", "accept"),
+    ]
+    assert "For review: negated" in mentions.codes[0].justification
+    without_review = run(catalogue, spans, verdicts, include_review=False, negated_for_review=True)
+    assert [c.code for c in without_review.codes] == ["E11.9"]
+    assert [x.code for x in without_review.excluded] == ["R07.9"]
 
 
 def test_a_past_condition_also_stated_as_current_is_accepted(catalogue: Catalogue) -> None:

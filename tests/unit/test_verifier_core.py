@@ -182,6 +182,30 @@ def test_note_reranker_skips_codes_only_a_negated_span_names() -> None:
     assert {v.code for v in out.verdicts} == {"M10.9"}
 
 
+def test_negated_mentions_for_review_get_rows_of_their_own() -> None:
+    """ICDCODER_NEGATED_MENTIONS=review: a code only negated spans name is scored from them
+    alone; a code a stated span names keeps the row it has without the setting."""
+    gout_again = cand("M10.9", "Gout, unspecified", 0.99)
+    gout_knee = cand("M10.061", "Idiopathic gout, right knee", 0.9)
+    note = note_of(
+        ("Denies angina", [ANGINA, gout_again, gout_knee], {"negated": True}),
+        ("Gout", [GOUT], {}),
+    )
+
+    def features(verifier: SimilarityVerifier) -> dict[str, tuple[float, ...]]:
+        return {code: row.features() for code, row in verifier.note_rows(note, {}).items()}
+
+    guideline = features(SimilarityVerifier())
+    mentions = features(SimilarityVerifier(negated_for_review=True))
+    assert set(guideline) == {"M10.9"}
+    assert set(mentions) == {"M10.9", "I20.9", "M10.061"}
+    assert mentions["M10.9"] == guideline["M10.9"]  # its negated span adds nothing
+    # M10.061's only sibling among the negated-only rows is none: M10.9 is stated
+    assert dict(zip(NOTE_FEATURES, mentions["M10.061"], strict=True))["siblings"] == 0
+    out = SimilarityVerifier(note_model=reranker(bias=5.0), negated_for_review=True)
+    assert {v.code for v in out.verify_sync(note).verdicts} == {"M10.9", "I20.9", "M10.061"}
+
+
 def test_note_reranker_cuts_the_note_to_its_best_codes_and_thresholds_decide() -> None:
     note = note_of(
         ("Hypertension", [HYPERTENSION], {}),
