@@ -99,8 +99,8 @@ class RetrieverConfig(Section):
     )
     search_ruled_out: bool = Field(
         default=False,
-        description="also search negated spans, which no code may come of; they get no "
-        "candidates otherwise",
+        description="also search negated spans (on with ICDCODER_NEGATED_MENTIONS=review; "
+        "otherwise no code may come of them); they get no candidates otherwise",
     )
     memory_neighbours: int = Field(
         default=10, gt=0, le=100, description="with a memory: nearest examples that vote per span"
