@@ -270,6 +270,24 @@ def names_a_visit(text: str) -> bool:
     return _VISIT_WORDING.search(text) is not None
 
 
+#: R69, "Illness, unspecified": for a patient the note says is ill, the illness not named.
+_ILL_DEFINED = ("R69",)
+_ILLNESS_WORDING = re.compile(
+    r"\b(?:ill|illness(?:es)?|diseases?|sick(?:ness)?|unwell|ailments?|disorders?)\b", re.I
+)
+
+
+def is_ill_defined(code: str) -> bool:
+    """R69, illness unspecified: a code any span may look like, when nothing better matches."""
+    return code.upper().startswith(_ILL_DEFINED)
+
+
+def names_an_illness(text: str) -> bool:
+    """True when the text says someone is ill or has a disease ("a rare disease", "the
+    illness"), which "a 64-year-old male patient" or "We decided" do not."""
+    return _ILLNESS_WORDING.search(text) is not None
+
+
 # ---------------------------------------------------------------- "with"
 
 

@@ -194,6 +194,11 @@ class AggregatorConfig(Section):
         description="a code whose evidence only names a test or procedure, or a Z00-Z13 "
         "encounter-for-examination code whose sentences name no such visit, goes to review",
     )
+    ill_defined: bool = Field(
+        default=True,
+        description="R69 (illness, unspecified) goes to review unless its evidence says the "
+        "patient is ill or has a disease",
+    )
     combination_codes: bool = Field(
         default=True,
         description="propose the guidelines' combination code (I10 + I50: I11.0) for review",

@@ -58,9 +58,11 @@ from icdcoder.shared.guidelines import (
     explains_symptom,
     is_definitive,
     is_examination_encounter,
+    is_ill_defined,
     is_injury_chapter,
     is_symptom,
     names_a_visit,
+    names_an_illness,
     names_test_or_procedure,
     states_title,
     trauma_wording,
@@ -142,6 +144,7 @@ class Aggregator:
         self._injury_needs_trauma = config.injury_needs_trauma
         self._combination_codes = config.combination_codes
         self._procedure_names = config.procedure_names
+        self._ill_defined = config.ill_defined
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -422,6 +425,15 @@ class Aggregator:
                 "An encounter-for-examination code, and its evidence names an examination done"
                 " in the course of care, not a visit made for one",
                 "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
+            )
+        if (
+            self._ill_defined
+            and is_ill_defined(entry.code)
+            and not any(names_an_illness(ev.text) for ev in entry.evidence.values())
+        ):
+            return (
+                "Illness, unspecified, and its evidence says no one is ill",
+                "R69 is for an illness the note speaks of without naming it",
             )
         if (
             self._procedure_names

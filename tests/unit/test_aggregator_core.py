@@ -466,6 +466,19 @@ def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -
     assert {c.decision for c in off.codes} == {"accept"}
 
 
+def test_illness_unspecified_needs_evidence_that_someone_is_ill(catalogue: Catalogue) -> None:
+    text = "A 64-year-old male patient. He had a rare disease."
+    patient = make_span("64-year-old male patient", text, "s1")
+    disease = make_span("a rare disease", text, "s2")
+    vague = run(catalogue, [patient], [verdict("s1", "R69", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in vague.codes] == [("R69", "review")]
+    assert "says no one is ill" in vague.codes[0].justification
+    ill = run(catalogue, [disease], [verdict("s2", "R69", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in ill.codes] == [("R69", "accept")]
+    off = run(catalogue, [patient], [verdict("s1", "R69", 0.6)], text=text, ill_defined=False)
+    assert [(c.code, c.decision) for c in off.codes] == [("R69", "accept")]
+
+
 def test_an_encounter_for_examination_needs_a_visit_named(catalogue: Catalogue) -> None:
     text = "Physical examination was normal. She came for a routine check-up."
     exam = make_span("Physical examination", text, "s1")

@@ -6,7 +6,9 @@ from icdcoder.shared.guidelines import (
     explains_symptom,
     is_definitive,
     is_examination_encounter,
+    is_ill_defined,
     names_a_visit,
+    names_an_illness,
     names_test_or_procedure,
     said_stems,
     states_title,
@@ -141,6 +143,14 @@ def test_a_bone_s_neck_or_head_is_the_bone_not_the_region() -> None:
         )
         == 1.0
     )
+
+
+def test_illness_unspecified_needs_someone_ill() -> None:
+    assert is_ill_defined("R69") and is_ill_defined("r69") and not is_ill_defined("R68.89")
+    assert names_an_illness("a rare disease") and names_an_illness("He was unwell")
+    assert names_an_illness("the illness progressed") and names_an_illness("sick")
+    assert not names_an_illness("64-year-old male patient")
+    assert not names_an_illness("We decided") and not names_an_illness("billing")
 
 
 def test_an_encounter_for_examination_needs_a_visit_made_for_one() -> None:
