@@ -249,6 +249,34 @@ def names_test_or_procedure(text: str) -> bool:
     return _NAMES_TEST.match(" ".join(text.split())) is not None
 
 
+#: Anaesthesia given for a procedure: "under local anesthesia", "general anesthesia was
+#: performed", "the anesthesiologist". Not the finding R20.0, anaesthesia (numbness) of skin.
+_PROCEDURAL_ANESTHESIA = re.compile(
+    r"\bunder\s+(?:[\w-]+\s+){0,2}(?:ana?esthesia|sedation)\b"
+    r"|\b(?:general|local|spinal|epidural|regional|locoregional|topical|intravenous|deep)"
+    r"\s+(?:ana?esthesia|sedation)\b|\bana?esthe(?:siologist|tist)s?\b",
+    re.I,
+)
+#: R20.0: anaesthesia of skin, the finding the Alphabetic Index codes for "Anesthesia".
+_SKIN_ANESTHESIA = "R20.0"
+#: Z67: blood type, a test's result that the test's name does not give.
+_BLOOD_TYPE = "Z67"
+
+
+def is_procedure_homonym(code: str, text: str) -> bool:
+    """True when the text speaks of a procedure that shares the code's words: anaesthesia
+    given for a procedure beside R20.0 (anaesthesia of skin)."""
+    return (
+        code.upper().startswith(_SKIN_ANESTHESIA)
+        and _PROCEDURAL_ANESTHESIA.search(text) is not None
+    )
+
+
+def is_test_result_code(code: str) -> bool:
+    """Z67, blood type: a Z code that a test's result gives, so a test's name cannot."""
+    return code.upper().startswith(_BLOOD_TYPE)
+
+
 #: Z00-Z13, persons encountering health services for examinations: the reason for a visit.
 _EXAMINATION_ENCOUNTER = tuple(f"Z{n:02d}" for n in range(14))
 _VISIT_WORDING = re.compile(

@@ -191,7 +191,8 @@ class AggregatorConfig(Section):
     )
     procedure_names: bool = Field(
         default=True,
-        description="a code whose evidence only names a test or procedure, or a Z00-Z13 "
+        description="a code whose evidence only names a test or procedure (a blood type on "
+        "a blood count, skin anaesthesia on anaesthesia given for a procedure), or a Z00-Z13 "
         "encounter-for-examination code whose sentences name no such visit, goes to review",
     )
     ill_defined: bool = Field(

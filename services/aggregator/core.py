@@ -60,7 +60,9 @@ from icdcoder.shared.guidelines import (
     is_examination_encounter,
     is_ill_defined,
     is_injury_chapter,
+    is_procedure_homonym,
     is_symptom,
+    is_test_result_code,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -437,8 +439,11 @@ class Aggregator:
             )
         if (
             self._procedure_names
-            and not entry.code.startswith("Z")
-            and all(names_test_or_procedure(ev.text) for ev in entry.evidence.values())
+            and (not entry.code.startswith("Z") or is_test_result_code(entry.code))
+            and all(
+                names_test_or_procedure(ev.text) or is_procedure_homonym(entry.code, ev.text)
+                for ev in entry.evidence.values()
+            )
         ):
             return (
                 "Its evidence only names a test or procedure",

@@ -466,6 +466,36 @@ def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -
     assert {c.decision for c in off.codes} == {"accept"}
 
 
+def test_a_blood_type_or_skin_anaesthesia_needs_more_than_a_procedure(
+    catalogue: Catalogue,
+) -> None:
+    text = (
+        "Blood count. Blood group A Rh positive. The biopsy was performed under local "
+        "anesthesia. Anesthesia of the left hand."
+    )
+    count = make_span("Blood count", text, "s1")
+    group = make_span("Blood group A Rh positive", text, "s2")
+    given = make_span("The biopsy was performed under local anesthesia", text, "s3")
+    numb = make_span("Anesthesia of the left hand", text, "s4")
+    verdicts = [
+        verdict("s1", "Z67.10", 0.6),
+        verdict("s2", "Z67.10", 0.6),
+        verdict("s3", "R20.0", 0.6),
+        verdict("s4", "R20.0", 0.6),
+    ]
+
+    def decision(where: Span, said: Verdict) -> str:
+        return run(catalogue, [where], [said], text=text).codes[0].decision
+
+    spans = [count, group, given, numb]
+    assert [decision(s, v) for s, v in zip(spans, verdicts, strict=True)] == [
+        "review",  # a blood count gives no blood type
+        "accept",
+        "review",  # anaesthesia given for a procedure, not numb skin
+        "accept",
+    ]
+
+
 def test_illness_unspecified_needs_evidence_that_someone_is_ill(catalogue: Catalogue) -> None:
     text = "A 64-year-old male patient. He had a rare disease."
     patient = make_span("64-year-old male patient", text, "s1")

@@ -7,6 +7,8 @@ from icdcoder.shared.guidelines import (
     is_definitive,
     is_examination_encounter,
     is_ill_defined,
+    is_procedure_homonym,
+    is_test_result_code,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -143,6 +145,15 @@ def test_a_bone_s_neck_or_head_is_the_bone_not_the_region() -> None:
         )
         == 1.0
     )
+
+
+def test_procedure_homonyms_and_test_results() -> None:
+    assert is_procedure_homonym("R20.0", "Inguinal orchiectomy under spinal anesthesia")
+    assert is_procedure_homonym("R20.0", "General anaesthesia with orotracheal intubation")
+    assert is_procedure_homonym("R20.0", "seen by the anesthesiologist")
+    assert not is_procedure_homonym("R20.0", "anesthesia of the left hand")
+    assert not is_procedure_homonym("N50.89", "orchiectomy under spinal anesthesia")
+    assert is_test_result_code("Z67.10") and not is_test_result_code("Z95.1")
 
 
 def test_illness_unspecified_needs_someone_ill() -> None:
