@@ -249,6 +249,77 @@ def names_test_or_procedure(text: str) -> bool:
     return _NAMES_TEST.match(" ".join(text.split())) is not None
 
 
+#: Words that describe who the patient is and nothing of their health: age, sex, a person,
+#: and the words case reports introduce them with ("We report the case of a 76-year-old man").
+_PATIENT_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "at",
+        "to",
+        "and",
+        "with",
+        "this",
+        "is",
+        "was",
+        "we",
+        "our",
+        "report",
+        "reported",
+        "present",
+        "presented",
+        "describe",
+        "case",
+        "cases",
+        "patient",
+        "patients",
+        "man",
+        "men",
+        "woman",
+        "women",
+        "male",
+        "female",
+        "boy",
+        "girl",
+        "child",
+        "children",
+        "infant",
+        "newborn",
+        "baby",
+        "adolescent",
+        "adult",
+        "he",
+        "she",
+        "his",
+        "her",
+        "aged",
+        "age",
+        "ages",
+        "old",
+        "year",
+        "years",
+        "month",
+        "months",
+        "week",
+        "weeks",
+        "day",
+        "days",
+        "y",
+        "yo",
+    ]
+)
+_TOKEN = re.compile(r"[a-z]+|\d+", re.I)
+
+
+def describes_only_the_patient(text: str) -> bool:
+    """True when the text says who the patient is (age, sex) and nothing of their health:
+    "30 years old", "a 64-year-old male patient", "We report the case of a 76-year-old man"."""
+    tokens = [t.lower() for t in _TOKEN.findall(text)]
+    return bool(tokens) and all(t.isdigit() or t in _PATIENT_WORDS for t in tokens)
+
+
 #: Anaesthesia given for a procedure: "under local anesthesia", "general anesthesia was
 #: performed", "the anesthesiologist". Not the finding R20.0, anaesthesia (numbness) of skin.
 _PROCEDURAL_ANESTHESIA = re.compile(

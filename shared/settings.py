@@ -193,7 +193,8 @@ class AggregatorConfig(Section):
         default=True,
         description="a code whose evidence only names a test or procedure (a blood type on "
         "a blood count, skin anaesthesia on anaesthesia given for a procedure), or a Z00-Z13 "
-        "encounter-for-examination code whose sentences name no such visit, goes to review",
+        "encounter-for-examination code whose sentences name no such visit, or a code whose "
+        "evidence only gives the patient's age or sex, goes to review",
     )
     ill_defined: bool = Field(
         default=True,

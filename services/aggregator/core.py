@@ -55,6 +55,7 @@ from icdcoder.shared.consistency import NoteFacts, inconsistency, read_facts
 from icdcoder.shared.context import context_reason, review_reason
 from icdcoder.shared.guidelines import (
     combinations,
+    describes_only_the_patient,
     explains_symptom,
     is_definitive,
     is_examination_encounter,
@@ -427,6 +428,13 @@ class Aggregator:
                 "An encounter-for-examination code, and its evidence names an examination done"
                 " in the course of care, not a visit made for one",
                 "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
+            )
+        if self._procedure_names and all(
+            describes_only_the_patient(ev.text) for ev in entry.evidence.values()
+        ):
+            return (
+                "Its evidence only says who the patient is (age, sex)",
+                "an age or a sex is not a diagnosis",
             )
         if (
             self._ill_defined

@@ -496,9 +496,20 @@ def test_a_blood_type_or_skin_anaesthesia_needs_more_than_a_procedure(
     ]
 
 
+def test_a_code_on_an_age_alone_goes_to_review(catalogue: Catalogue) -> None:
+    text = "He was 30 years old. A frail 90-year-old woman."
+    only_age = make_span("30 years old", text, "s1")
+    age = run(catalogue, [only_age], [verdict("s1", "R54", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in age.codes] == [("R54", "review")]
+    assert "only says who the patient is" in age.codes[0].justification
+    frail = make_span("A frail 90-year-old woman", text, "s2")
+    said = run(catalogue, [frail], [verdict("s2", "R54", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in said.codes] == [("R54", "accept")]
+
+
 def test_illness_unspecified_needs_evidence_that_someone_is_ill(catalogue: Catalogue) -> None:
-    text = "A 64-year-old male patient. He had a rare disease."
-    patient = make_span("64-year-old male patient", text, "s1")
+    text = "We decided to wait. He had a rare disease."
+    patient = make_span("We decided", text, "s1")
     disease = make_span("a rare disease", text, "s2")
     vague = run(catalogue, [patient], [verdict("s1", "R69", 0.6)], text=text)
     assert [(c.code, c.decision) for c in vague.codes] == [("R69", "review")]

@@ -2,6 +2,7 @@
 
 from icdcoder.shared.guidelines import (
     combinations,
+    describes_only_the_patient,
     documented_share,
     explains_symptom,
     is_definitive,
@@ -145,6 +146,16 @@ def test_a_bone_s_neck_or_head_is_the_bone_not_the_region() -> None:
         )
         == 1.0
     )
+
+
+def test_an_age_or_a_sex_is_not_a_diagnosis() -> None:
+    assert describes_only_the_patient("30 years old")
+    assert describes_only_the_patient("a 64-year-old male patient")
+    assert describes_only_the_patient("We report the case of a 76-year-old man")
+    assert describes_only_the_patient("At 36 years of age")
+    assert not describes_only_the_patient("a 64-year-old male patient with gout")
+    assert not describes_only_the_patient("frail 90-year-old woman")
+    assert not describes_only_the_patient("")
 
 
 def test_procedure_homonyms_and_test_results() -> None:
