@@ -50,10 +50,10 @@ CHRONIC = (
 PAST = PERSONAL_HISTORY + STATUS + CHRONIC
 
 
-def rules_out_every_code(span: Span, *, negated_for_review: bool = False) -> bool:
+def rules_out_every_code(span: Span) -> bool:
     """True when :func:`context_reason` refuses the span every code (negated): the retriever
-    need not search it."""
-    return span.context.negated and not negated_for_review
+    need not search it (with ``ICDCODER_NEGATED_MENTIONS=review`` it searches it anyway)."""
+    return span.context.negated
 
 
 def context_reason(span: Span, code: str, *, negated_for_review: bool = False) -> str | None:
