@@ -8,11 +8,14 @@ of X" is negated and historical. A cue strictly inside a span never modifies it,
 right after a condition's words is part of its name and modifies nothing ("diabetes without
 complications, hypertension"); after a person, a verb or a comma it negates ("a patient without
 known allergies", "evolved without fever"). Section defaults (family history, differential
-diagnosis) are added by the caller (``sections.with_section``).
+diagnosis) are added by the caller (``sections.with_section``). A span that states an absence
+in one word and nothing more ("painless", "he was afebrile") is negated
+(:func:`states_an_absence`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -107,6 +110,59 @@ class ConText:
                 historical=ent._.is_historical or ent.start in history_negated,
             )
         return flags
+
+
+#: Words that state an absence by themselves: "painless", "afebrile", "non-tender".
+ABSENCE_WORDS = frozenset(
+    [
+        "painless",
+        "afebrile",
+        "apyretic",
+        "asymptomatic",
+        "nontender",
+        "non-tender",
+        "non-painful",
+        "nonpainful",
+        "pain-free",
+        "painfree",
+        "symptom-free",
+        "symptomless",
+    ]
+)
+#: Words a span may hold beside them and still say nothing more ("the patient was afebrile").
+_ABSENCE_FILLER = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "patient",
+        "he",
+        "she",
+        "was",
+        "is",
+        "were",
+        "remained",
+        "remains",
+        "and",
+        "or",
+        "clinically",
+        "status",
+        "state",
+        "completely",
+        "totally",
+    ]
+)
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*", re.I)
+
+
+def states_an_absence(text: str) -> bool:
+    """True when the span says, in one word, that a finding is absent, and nothing else
+    ("painless", "The patient was afebrile"); a finding written beside it ("non-painful
+    hepatomegaly", "painless jaundice") is more than that."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return any(w in ABSENCE_WORDS for w in words) and all(
+        w in ABSENCE_WORDS or w in _ABSENCE_FILLER for w in words
+    )
 
 
 def _cue_text(doc: Any, modifier: Any) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 
-from icdcoder.services.segmenter.context import ConText
+from icdcoder.services.segmenter.context import ConText, states_an_absence
 from icdcoder.services.segmenter.sections import SKIPPED_SECTIONS, with_section
 from icdcoder.services.segmenter.sentences import SentenceSplitter, split_sentences
 from icdcoder.services.segmenter.spans import cut_cues, split_clauses
@@ -70,7 +70,12 @@ class Segmenter:
                 sentence_start=sentence.start,
                 sentence_end=sentence.end,
                 section=sentence.section,
-                context=with_section(flags[i], sentence.section),
+                context=with_section(
+                    flags[i].model_copy(update={"negated": True})
+                    if states_an_absence(text[start:end])
+                    else flags[i],
+                    sentence.section,
+                ),
             )
             for i, (sentence, start, end) in enumerate(pieces)
         ]

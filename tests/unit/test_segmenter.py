@@ -212,6 +212,11 @@ def test_clause_splitting(segmenter: Segmenter, text: str, spans: list[str]) -> 
         ("An ex-smoker of 20 cigarettes a day.", "smoker of 20 cigarettes a day", ["historical"]),
         # "ex-" reaches one word: the hypertension is current
         ("Ex-smoker, hypertensive.", "hypertensive", []),
+        # a word that states an absence by itself; a finding beside it stands
+        ("He was afebrile.", "afebrile", ["negated"]),
+        ("The lesion: non-tender.", "non-tender", ["negated"]),
+        ("Painless jaundice.", "Painless jaundice", []),
+        ("Non-painful hepatomegaly.", "Non-painful hepatomegaly", []),
         ("Abdominal pain prior to admission.", "Abdominal pain prior to admission", []),
         (
             "Type 2 diabetes mellitus without complications",
