@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from icdcoder.shared.text import as_bones, stem
+from icdcoder.shared.text import as_bones, stem, vocabulary
 
 # ---------------------------------------------------------------- the title the note states
 
@@ -251,64 +251,13 @@ def names_test_or_procedure(text: str) -> bool:
 
 #: Words that describe who the patient is and nothing of their health: age, sex, a person,
 #: and the words case reports introduce them with ("We report the case of a 76-year-old man").
-_PATIENT_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "at",
-        "to",
-        "and",
-        "with",
-        "this",
-        "is",
-        "was",
-        "we",
-        "our",
-        "report",
-        "reported",
-        "present",
-        "presented",
-        "describe",
-        "case",
-        "cases",
-        "patient",
-        "patients",
-        "man",
-        "men",
-        "woman",
-        "women",
-        "male",
-        "female",
-        "boy",
-        "girl",
-        "child",
-        "children",
-        "infant",
-        "newborn",
-        "baby",
-        "adolescent",
-        "adult",
-        "he",
-        "she",
-        "his",
-        "her",
-        "aged",
-        "age",
-        "ages",
-        "old",
-        "year",
-        "years",
-        "month",
-        "months",
-        "week",
-        "weeks",
-        "day",
-        "days",
-        "y",
-        "yo",
-    ]
+_PATIENT_WORDS = vocabulary(
+    """
+    a an the of at to and with this is was we our report reported present presented
+    describe case cases patient patients man men woman women male female boy girl child
+    children infant newborn baby adolescent adult he she his her aged age ages old year
+    years month months week weeks day days y yo
+    """
 )
 _TOKEN = re.compile(r"[a-z]+|\d+", re.I)
 

@@ -103,6 +103,11 @@ FILLER_WORDS = frozenset(
 WEAK_WORDS = frozenset(["disease", "disorder", "condition", "syndrome"])
 
 
+def vocabulary(words: str) -> frozenset[str]:
+    """A set of words written as one whitespace-separated string (word lists read best so)."""
+    return frozenset(words.split())
+
+
 def content_words(text: str) -> list[str]:
     return list(_content_words(text))
 

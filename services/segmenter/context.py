@@ -24,6 +24,7 @@ from icdcoder.services.segmenter.context_rules import PERSON_WORDS, as_phrases, 
 from icdcoder.services.segmenter.light_import import import_context
 from icdcoder.services.segmenter.sentences import Sentence
 from icdcoder.shared.messages import ContextFlags
+from icdcoder.shared.text import vocabulary
 
 #: ConText cues that are part of a condition's name in ICD-10-CM's own wording when they follow
 #: the condition's words (:func:`_names_a_condition`): then they never split a span ("Type 2
@@ -113,44 +114,18 @@ class ConText:
 
 
 #: Words that state an absence by themselves: "painless", "afebrile", "non-tender".
-ABSENCE_WORDS = frozenset(
-    [
-        "painless",
-        "afebrile",
-        "apyretic",
-        "asymptomatic",
-        "nontender",
-        "non-tender",
-        "non-painful",
-        "nonpainful",
-        "pain-free",
-        "painfree",
-        "symptom-free",
-        "symptomless",
-    ]
+ABSENCE_WORDS = vocabulary(
+    """
+    painless afebrile apyretic asymptomatic nontender non-tender non-painful nonpainful
+    pain-free painfree symptom-free symptomless
+    """
 )
 #: Words a span may hold beside them and still say nothing more ("the patient was afebrile").
-_ABSENCE_FILLER = frozenset(
-    [
-        "the",
-        "a",
-        "an",
-        "patient",
-        "he",
-        "she",
-        "was",
-        "is",
-        "were",
-        "remained",
-        "remains",
-        "and",
-        "or",
-        "clinically",
-        "status",
-        "state",
-        "completely",
-        "totally",
-    ]
+_ABSENCE_FILLER = vocabulary(
+    """
+    the a an patient he she was is were remained remains and or clinically status state
+    completely totally
+    """
 )
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*", re.I)
 
