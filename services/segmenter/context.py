@@ -20,7 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from icdcoder.services.segmenter.context_rules import PERSON_WORDS, as_phrases, context_rules
+from icdcoder.services.segmenter.context_rules import (
+    EMPTY_HISTORY,
+    PERSON_WORDS,
+    as_phrases,
+    context_rules,
+)
 from icdcoder.services.segmenter.light_import import import_context
 from icdcoder.services.segmenter.sentences import Sentence
 from icdcoder.shared.messages import ContextFlags
@@ -191,11 +196,12 @@ def _cue_ranges(doc: Any, modifiers: list[Any]) -> list[tuple[int, int]]:
     """Character ranges of the cues that are cut out of spans, in text order.
 
     Modifying cues and terminations are cut ("no symptoms except back pain" -> "symptoms",
-    "back pain"); pseudo cues and the cues that belong to a condition's name stay.
+    "back pain"), as are the pseudo cues of an empty history ("with no history of interest");
+    other pseudo cues and the cues that belong to a condition's name stay.
     """
     ranges = []
     for modifier in modifiers:
-        if modifier.direction == "PSEUDO":
+        if modifier.direction == "PSEUDO" and modifier.rule.literal not in EMPTY_HISTORY:
             continue
         if (
             _names_a_condition(doc, modifier)

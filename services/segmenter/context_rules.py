@@ -5,9 +5,11 @@ relatives are family cues but a child, son or daughter is the patient in a pedia
 unless a possessive names them ("her son"); "status post", "s/p", "previous" are historical,
 and "ex-" for the one word it prefixes ("ex-smoker");
 "suspected", "was suspected", "cannot be excluded" uncertain; "risk of" hypothetical; "was
-negative for", "was excluded", "ruling out" negated; a new event ("consulted", "presented")
-ends any cue's scope. ``as_phrases`` spells the token patterns out as phrases (same matches,
-much faster). How the cues mark spans is ``context.py``'s business.
+negative for", "was excluded", "ruling out" negated, and "no toxic habits" a cue with nothing
+after it; a history said to hold nothing ("with no history of interest", "no relevant medical
+history,") negates nothing; a new event ("consulted", "presented", "who", "was diagnosed",
+"underwent") ends any cue's scope. ``as_phrases`` spells the token patterns out as phrases
+(same matches, much faster). How the cues mark spans is ``context.py``'s business.
 """
 
 from __future__ import annotations
@@ -43,6 +45,41 @@ PERSON_WORDS = frozenset(
 #: Tokens a "without" negates ("without fever or dysthermic sensation": four).
 WITHOUT_SCOPE = 5
 _TIME_UNITS = _words("day days week weeks month months hour hours night nights year years")
+
+#: "No relevant past medical history": a history said to hold nothing. CodiEsp's case reports
+#: open so ("sin antecedentes de interés") before the condition they report.
+_NO = _words("no without denies denied")
+#: The literals of those cues.
+EMPTY_HISTORY = ("no history of interest", "no relevant history", "no history.")
+_HISTORY = {"LOWER": {"IN": _words("history histories antecedents background")}}
+_HABITS = {"LOWER": {"IN": ["habits", "habit"]}}
+_WHOSE = _words("""a any other past medical surgical personal family pathological previous
+    known clinical urological systemic physiological obstetric perinatal or and""")
+_SAID_TO_MATTER = _words("relevant significant remarkable notable important pertinent")
+_OF_INTEREST = _words("interest note relevance significance importance")
+_NOTHING_OF_INTEREST = [
+    {"LOWER": {"IN": _NO}},
+    {"LOWER": {"IN": _WHOSE + _SAID_TO_MATTER}, "OP": "*"},
+    _HISTORY,
+    {"LOWER": "of"},
+    {"LOWER": {"IN": _OF_INTEREST}},
+]
+#: ... but "no relevant history of diabetes" negates the diabetes.
+_NOTHING_RELEVANT = [
+    {"LOWER": {"IN": _NO}},
+    {"LOWER": {"IN": _WHOSE}, "OP": "*"},
+    {"LOWER": {"IN": _SAID_TO_MATTER}},
+    {"LOWER": {"IN": _WHOSE}, "OP": "*"},
+    _HISTORY,
+    {"LOWER": {"NOT_IN": ["of", ":", "for", "including", "includes"]}},
+]
+#: "No family history." ends there; "No history: diabetes" and "no history of" go on.
+_NO_HISTORY_THEN_STOP = [
+    {"LOWER": {"IN": _NO}},
+    {"LOWER": {"IN": _WHOSE}, "OP": "*"},
+    _HISTORY,
+    {"LOWER": {"IN": [",", ".", ";"]}},
+]
 
 
 def context_rules() -> list[Any]:
@@ -140,8 +177,32 @@ def context_rules() -> list[Any]:
                     "attended",
                     "referred",
                     "currently",
+                    "who",
+                    "diagnosed",
+                    "underwent",
+                    "began",
+                    "suffered",
                 )
             ],
+        ),
+        # "a 33-year-old man with no history of interest was diagnosed with Crohn's disease":
+        # a history said to hold nothing negates nothing after it (the longer cue prunes "no")
+        # (``context.py`` cuts these cues out of spans: they name nothing)
+        *(
+            rule(literal, "NEGATED_EXISTENCE", "PSEUDO", pattern)
+            for literal, pattern in (
+                (EMPTY_HISTORY[0], _NOTHING_OF_INTEREST),
+                (EMPTY_HISTORY[1], _NOTHING_RELEVANT),
+                (EMPTY_HISTORY[2], _NO_HISTORY_THEN_STOP),
+            )
+        ),
+        # "with no toxic habits, with a history of urticaria": the cue says it all
+        rule(
+            "no toxic habits",
+            "NEGATED_EXISTENCE",
+            "FORWARD",
+            [any_of(*_NO), {"LOWER": "other", "OP": "?"}, {"LOWER": "toxic"}, _HABITS],
+            max_scope=1,
         ),
         # hypothetical (the default "risks of" rule can never match: one token, two words)
         rule("risk of", "HYPOTHETICAL", "FORWARD", [any_of("risk", "risks"), any_of("of", "for")]),

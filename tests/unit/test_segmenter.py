@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.segmenter.context_rules import as_phrases, context_rules
+from icdcoder.services.segmenter.context_rules import EMPTY_HISTORY, as_phrases, context_rules
 from icdcoder.services.segmenter.core import Segmenter
 from icdcoder.shared.messages import NoteIn, SegmentedNote
 from icdcoder.shared.notes import EmptyNoteError, NoteTooLargeError
@@ -330,7 +330,11 @@ def test_a_note_with_no_condition_words_has_no_spans(segmenter: Segmenter) -> No
 def test_context_rules_spell_out() -> None:
     rules = context_rules()
     phrases = as_phrases(rules)
-    assert [rule.literal for rule in phrases if rule.pattern is not None] == ["previous days"]
+    # only patterns with more than optional literal tokens stay token patterns
+    assert [rule.literal for rule in phrases if rule.pattern is not None] == [
+        "previous days",
+        *EMPTY_HISTORY,
+    ]
     literals = {rule.literal for rule in phrases}
     assert {"status post", "s/p", "rule out", "denies", "no history of", "his son"} <= literals
     assert "child" not in literals  # the patient in pediatric reports, not a relative
@@ -428,3 +432,41 @@ def test_codiesp_dev_notes() -> None:
     flagged = sum(bool(s.context.active()) for note in notes for s in note.spans)
     total = sum(len(note.spans) for note in notes)
     assert 0.05 < flagged / total < 0.5  # context is found, and most spans carry none
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a history said to hold nothing negates nothing after it, and is no span itself
+        (
+            "A 33-year-old man with no history of interest was diagnosed with Crohn's disease.",
+            {"Crohn's disease": []},
+        ),
+        (
+            "A 42-year-old man with no relevant medical history, who underwent vasectomy.",
+            {"vasectomy": []},
+        ),
+        (
+            "A man with no significant past medical history who began with epistaxis.",
+            {"epistaxis": []},
+        ),
+        ("No personal or family history of interest. Asthma.", {"Asthma": []}),
+        ("No family history. Asthma.", {"Asthma": []}),
+        # a history that names a condition still negates it
+        ("No relevant history of diabetes.", {"diabetes": ["negated", "historical"]}),
+        ("No personal history of hypertension.", {"hypertension": ["negated", "historical"]}),
+        ("He had no history of diabetes.", {"diabetes": ["negated", "historical"]}),
+        # "no toxic habits" says it all: no span is left to code
+        (
+            "A male with no toxic habits, with a history of urticaria.",
+            {"urticaria": ["historical"]},
+        ),
+    ],
+)
+def test_an_empty_history_negates_nothing(
+    segmenter: Segmenter, text: str, expected: dict[str, list[str]]
+) -> None:
+    spans = by_text(segment(segmenter, text))
+    for span, flags in expected.items():
+        assert spans.get(span) == flags, spans
+    assert not any("history" in span.lower() or "toxic" in span.lower() for span in spans), spans
