@@ -119,9 +119,36 @@ def _content_words(text: str) -> tuple[str, ...]:
     return tuple(w for w in _WORD_RE.findall(as_bones(text.lower())) if w not in FILLER_WORDS)
 
 
+#: Endings taken off before the prefix is cut, longest first: inflection and the suffixes
+#: that turn a condition into its adjective ("hypertrophy"/"hypertrophic").
+_ENDINGS = tuple(
+    sorted(
+        vocabulary("ically ical ics ic ies ia ias y es s al ous ive ion ions i us um a e"),
+        key=len,
+        reverse=True,
+    )
+)
+#: British spellings written the US way: "haemorrhage", "oedema", "diarrhoea".
+_BRITISH_RE = re.compile(r"ae|oe(?!$)")
+#: Characters kept: six at least, twelve at most ("hypercholesterolaemia" meets its US
+#: spelling).
+_STEM_MIN, _STEM_MAX = 6, 12
+
+
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """A crude prefix stem so 'renal'/'kidney' stay apart but 'calculi'/'calculus' meet."""
-    return word[:6] if len(word) > 6 else word
+    """A crude stem: the word less its ending, cut to twelve characters, so 'renal'/'kidney'
+    stay apart, 'calculi'/'calculus' and 'hypertension'/'hypertensive' meet, and
+    'hypercholesterolemia'/'hyperchylomicronemia' (a six-character prefix) do not; 'ae' and
+    'oe' are read as 'e' ('hyperglycaemia', 'oedema')."""
+    word = _BRITISH_RE.sub("e", word)
+    if len(word) <= _STEM_MIN:
+        return word
+    for ending in _ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= _STEM_MIN:
+            word = word[: -len(ending)]
+            break
+    return word[:_STEM_MAX]
 
 
 @lru_cache(maxsize=1 << 16)

@@ -10,7 +10,7 @@ from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.context import stated_text
 from icdcoder.shared.messages import Candidate, RetrievedNote, SpanCandidates
-from icdcoder.shared.text import coverage, shared_words
+from icdcoder.shared.text import coverage, shared_words, stem
 from tests.fakes import make_span, verifier_from
 
 TEXT = "Type 2 diabetes mellitus without complications"
@@ -43,6 +43,39 @@ def test_words_and_coverage() -> None:
     femoral_neck = "displaced fracture of the right femoral neck"
     assert coverage(femoral_neck, "Fracture of neck of femur") == 1.0
     assert coverage(femoral_neck, "Fracture of neck, unspecified") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("word", "other"),
+    [
+        ("calculi", "calculus"),
+        ("hypertension", "hypertensive"),
+        ("hypertrophy", "hypertrophic"),
+        ("fracture", "fractures"),
+        ("hyperglycaemia", "hyperglycemia"),
+        ("oedema", "edema"),
+        ("haemorrhage", "hemorrhage"),
+        ("hypercholesterolaemia", "hypercholesterolemia"),
+    ],
+)
+def test_inflections_and_spellings_share_a_stem(word: str, other: str) -> None:
+    assert stem(word) == stem(other)
+
+
+@pytest.mark.parametrize(
+    ("word", "other"),
+    [
+        ("renal", "kidney"),
+        # a six-character prefix made these one word (E78.3 was accepted on the first)
+        ("hypercholesterolemia", "hyperchylomicronemia"),
+        ("hypercholesterolemia", "hypercalcemia"),
+        ("hypertension", "hypertrophy"),
+        ("pneumonia", "pneumothorax"),
+    ],
+)
+def test_different_conditions_keep_different_stems(word: str, other: str) -> None:
+    assert stem(word) != stem(other)
+    assert coverage(word, other) == 0.0
 
 
 def test_exact_description_accepted_with_justification() -> None:
