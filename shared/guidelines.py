@@ -233,12 +233,16 @@ _TEST_OR_PROCEDURE = (
     r"|panel|urinalysis|sediment|ana?esthesia|analgesia|sedation"
     # laboratory analytes: "hemoglobin 9.8 g/dl" is a measurement, not hemoglobinuria
     r"|ha?emoglobin|ha?ematocrit|leu[ck]ocytes?|platelets?|creatinine|glucose|sodium|potassium"
-    r"|urea|bilirubin|albumin|ferritin|c-reactive protein|crp|esr)"
+    r"|urea|bilirubin|albumin|ferritin|c-reactive protein|crp|esr|sedimentation rate)"
 )
+#: The test's abbreviation after its name: "magnetic resonance imaging (MRI)".
+_ABBREVIATION = r"(?:\s*\([\w-]{2,8}\))?"
 #: A measured value after an analyte or test: "9.8 g/dl", "of 35.3%", ": 120 mg/dL".
 _VALUE = r"(?:\s*(?:of|:|=)?\s*[<>]?\s*\d[\d.,]*\s*(?:%|[a-z\u00b5/]+(?:/[a-z0-9]+)?)?)?"
 #: Up to three words before a test or procedure noun, and nothing after it but a value.
-_NAMES_TEST = re.compile(rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}{_VALUE}\.?$", re.I)
+_NAMES_TEST = re.compile(
+    rf"^(?:[\w/-]+\s+){{0,3}}{_TEST_OR_PROCEDURE}{_ABBREVIATION}{_VALUE}\.?$", re.I
+)
 
 
 def names_test_or_procedure(text: str) -> bool:
@@ -256,7 +260,8 @@ _PATIENT_WORDS = vocabulary(
     a an the of at to and with this is was we our report reported present presented
     describe case cases patient patients man men woman women male female boy girl child
     children infant newborn baby adolescent adult he she his her aged age ages old year
-    years month months week weeks day days y yo
+    years month months week weeks day days y yo when until since from
+    one two three four five six seven eight nine ten eleven twelve
     """
 )
 _TOKEN = re.compile(r"[a-z]+|\d+", re.I)
@@ -270,25 +275,35 @@ def describes_only_the_patient(text: str) -> bool:
 
 
 #: Anaesthesia given for a procedure: "under local anesthesia", "general anesthesia was
-#: performed", "the anesthesiologist". Not the finding R20.0, anaesthesia (numbness) of skin.
+#: performed", "the anesthesiologist", and pain relief given ("required continuous analgesia",
+#: "analgesic radiotherapy"). Not the finding R20.0, anaesthesia (numbness) of skin, which the
+#: Alphabetic Index also gives for "Analgesia".
 _PROCEDURAL_ANESTHESIA = re.compile(
     r"\bunder\s+(?:[\w-]+\s+){0,2}(?:ana?esthesia|sedation)\b"
     r"|\b(?:general|local|spinal|epidural|regional|locoregional|topical|intravenous|deep)"
-    r"\s+(?:ana?esthesia|sedation)\b|\bana?esthe(?:siologist|tist)s?\b",
+    r"\s+(?:ana?esthesia|sedation)\b|\bana?esthe(?:siologist|tist)s?\b"
+    r"|\banalges(?:ia|ic|ics)\b",
     re.I,
 )
-#: R20.0: anaesthesia of skin, the finding the Alphabetic Index codes for "Anesthesia".
-_SKIN_ANESTHESIA = "R20.0"
+#: Magnetic resonance imaging, not R49's resonance disorders of the voice.
+_MAGNETIC_RESONANCE = re.compile(r"\bmagnetic\s+resonance\b|\bnmr\b|\bmri\b", re.I)
+#: Codes whose words a procedure shares, and the wording of that procedure.
+_HOMONYMS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("R20.0", _PROCEDURAL_ANESTHESIA),
+    ("R49", _MAGNETIC_RESONANCE),
+)
 #: Z67: blood type, a test's result that the test's name does not give.
 _BLOOD_TYPE = "Z67"
 
 
 def is_procedure_homonym(code: str, text: str) -> bool:
-    """True when the text speaks of a procedure that shares the code's words: anaesthesia
-    given for a procedure beside R20.0 (anaesthesia of skin)."""
-    return (
-        code.upper().startswith(_SKIN_ANESTHESIA)
-        and _PROCEDURAL_ANESTHESIA.search(text) is not None
+    """True when the text speaks of a procedure that shares the code's words: anaesthesia or
+    analgesia given beside R20.0 (anaesthesia of skin), magnetic resonance imaging beside
+    R49 (voice and resonance disorders)."""
+    code = code.upper()
+    return any(
+        code.startswith(prefix) and wording.search(text) is not None
+        for prefix, wording in _HOMONYMS
     )
 
 

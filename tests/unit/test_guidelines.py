@@ -95,7 +95,12 @@ def test_a_test_or_procedure_name() -> None:
     for measured in ("Hemoglobin 9.8 g/dl", "hematocrit 35%", "hemoglobin of 10.3 g", "glucose"):
         assert names_test_or_procedure(measured), measured
     assert names_test_or_procedure("under general anesthesia")
+    # its abbreviation after the name; a rate measured
+    assert names_test_or_procedure("magnetic resonance imaging (MRI)")
+    assert names_test_or_procedure("erythrocyte sedimentation rate")
+    assert names_test_or_procedure("sedimentation rate 79 mm/h")
     for finding in (
+        "fracture of the femur (S72)",  # no test before the brackets
         "chest X-ray showed a left lower lobe infiltrate",  # a result
         "chest pain",
         "Acute kidney injury",
@@ -153,6 +158,8 @@ def test_an_age_or_a_sex_is_not_a_diagnosis() -> None:
     assert describes_only_the_patient("a 64-year-old male patient")
     assert describes_only_the_patient("We report the case of a 76-year-old man")
     assert describes_only_the_patient("At 36 years of age")
+    assert describes_only_the_patient("until 1992 when he was 41 years old")
+    assert describes_only_the_patient("six years old")
     assert not describes_only_the_patient("a 64-year-old male patient with gout")
     assert not describes_only_the_patient("frail 90-year-old woman")
     assert not describes_only_the_patient("")
@@ -163,6 +170,13 @@ def test_procedure_homonyms_and_test_results() -> None:
     assert is_procedure_homonym("R20.0", "General anaesthesia with orotracheal intubation")
     assert is_procedure_homonym("R20.0", "seen by the anesthesiologist")
     assert not is_procedure_homonym("R20.0", "anesthesia of the left hand")
+    # pain relief given is not the finding either
+    assert is_procedure_homonym("R20.0", "bone pain requiring continuous analgesia")
+    assert is_procedure_homonym("R20.0", "treated with analgesic radiotherapy")
+    # magnetic resonance imaging is not R49's resonance disorder of the voice
+    assert is_procedure_homonym("R49.9", "confirmed by magnetic resonance imaging")
+    assert is_procedure_homonym("R49.8", "a brain MRI")
+    assert not is_procedure_homonym("R49.0", "hoarseness and nasal resonance")
     assert not is_procedure_homonym("N50.89", "orchiectomy under spinal anesthesia")
     assert is_test_result_code("Z67.10") and not is_test_result_code("Z95.1")
 
