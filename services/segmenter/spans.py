@@ -65,7 +65,16 @@ TIME_AND_DISCOURSE = frozenset(
     night nights morning evening one two three four five six seven eight nine ten first
     second third several few during upon admission arrival reason hand""")
 )
-_NAMES_NOTHING = STOPWORDS | TIME_AND_DISCOURSE
+#: Verbs, modals and connectives of a report's narrative, and words that qualify a finding
+#: without naming one: a span of only these (with the words above) is dropped too ("Despite",
+#: "could", "found", "normal", "negative", "clinical diagnosis") instead of drawing codes.
+NARRATIVE = frozenset(
+    _words("""could would should might may can cannot must will despite due similar because why
+    found observed performed detected decided given described removed reported report noted
+    seen showed shown done carried clinical clinically medical
+    diagnosis diagnostic treatment treated problem""")
+)
+_NAMES_NOTHING = STOPWORDS | TIME_AND_DISCOURSE | NARRATIVE
 
 #: Words that qualify a condition but never name one: a fragment of only these joins the
 #: clause before it ("Hyperlipidemia, unspecified", "CKD, stage 3").

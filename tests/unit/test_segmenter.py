@@ -306,6 +306,11 @@ def test_spans_that_only_tell_when_are_dropped(segmenter: Segmenter) -> None:
     assert [s.text for s in segment(segmenter, text).spans] == ["fever"]
 
 
+def test_spans_of_narrative_words_are_dropped(segmenter: Segmenter) -> None:
+    text = "Despite treatment, she had ataxia. It could, as described, be found."
+    assert [s.text for s in segment(segmenter, text).spans] == ["ataxia"]
+
+
 def test_segment_is_pure(segmenter: Segmenter) -> None:
     first = segment(segmenter, DISCHARGE)
     segment(segmenter, CASE_REPORT)
