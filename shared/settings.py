@@ -201,6 +201,14 @@ class AggregatorConfig(Section):
         description="R69 (illness, unspecified) goes to review unless its evidence says the "
         "patient is ill or has a disease",
     )
+    unsupported_weight: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="a code sent to review because its evidence cannot support it (an age, a "
+        "test's name, no injury) keeps this share of its confidence, so it ranks below the "
+        "codes the note supports",
+    )
     combination_codes: bool = Field(
         default=True,
         description="propose the guidelines' combination code (I10 + I50: I11.0) for review",

@@ -42,7 +42,11 @@ Rules, in order:
 9. "With": the combination code the guidelines presume from accepted codes (I10 and I50.-:
    I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
    lowest of their confidences.
-10. Ranked by confidence.
+10. Ranked by confidence. A code sent to review because its evidence cannot support it (the
+    patient, injury, examination, age, illness and test-name rules of 7) keeps only
+    ``unsupported_weight`` of its confidence: it ranks below the codes the note does support.
+    A code that yields to a rival (Excludes1, one per category, an explaining diagnosis)
+    keeps its confidence.
 """
 
 from __future__ import annotations
@@ -82,6 +86,16 @@ from icdcoder.shared.messages import (
 )
 from icdcoder.shared.notes import content_hash
 from icdcoder.shared.settings import AggregatorConfig
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why a code may not stand as accepted, and what a coder checks."""
+
+    reason: str
+    why: str
+    #: Its evidence cannot support the code (not a rival code's): it ranks lower.
+    unsupported: bool = False
 
 
 @dataclass
@@ -148,6 +162,7 @@ class Aggregator:
         self._combination_codes = config.combination_codes
         self._procedure_names = config.procedure_names
         self._ill_defined = config.ill_defined
+        self._unsupported_weight = config.unsupported_weight
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
         started = time.perf_counter()
@@ -335,18 +350,19 @@ class Aggregator:
     def _demote(
         self,
         entry: _Entry,
-        conflict: tuple[str, str],
+        conflict: Conflict,
         kept: list[_Entry],
         dropped: list[tuple[_Entry, str]],
     ) -> None:
         """To review with the reason, or, without review codes, dropped with it."""
         if self._include_review:
-            reason, why = conflict
             entry.accepted = False
-            entry.justification += f" {reason}: for review, {why}."
+            entry.justification += f" {conflict.reason}: for review, {conflict.why}."
+            if conflict.unsupported:
+                entry.confidence *= self._unsupported_weight
             kept.append(entry)
         else:
-            dropped.append((entry, conflict[0]))
+            dropped.append((entry, conflict.reason))
 
     def _explained_symptoms(
         self, kept: list[_Entry], sentences: dict[str, str]
@@ -369,7 +385,7 @@ class Aggregator:
                     criterion=self._symptoms,
                 )
                 if why is not None:
-                    conflict = (
+                    conflict = Conflict(
                         f"Symptom: {why}",
                         "signs and symptoms routinely associated with a diagnosis are not coded"
                         " beside it (Official Guidelines I.B.5)",
@@ -403,47 +419,55 @@ class Aggregator:
 
     def _conflict(
         self, entry: _Entry, kept: list[_Entry], facts: NoteFacts, sentences: dict[str, str]
-    ) -> tuple[str, str] | None:
-        """(reason, what a coder checks) when the entry may not stand as accepted."""
+    ) -> Conflict | None:
+        """Why the entry may not stand as accepted, if it may not."""
         if self._patient_checks:
             mismatch = inconsistency(entry.code, facts)
             if mismatch is not None:
-                return f"Does not fit the patient: {mismatch}", "the note may say otherwise"
+                return Conflict(
+                    f"Does not fit the patient: {mismatch}",
+                    "the note may say otherwise",
+                    unsupported=True,
+                )
         if (
             self._injury_needs_trauma
             and is_injury_chapter(entry.code)
             and not trauma_wording(_said(entry, sentences))
         ):
-            return (
+            return Conflict(
                 "An injury-chapter code, and its evidence names no injury, external cause,"
                 " poisoning or complication of care",
                 "a condition no external cause produced is coded in its body system's chapter",
+                unsupported=True,
             )
         if (
             self._procedure_names
             and is_examination_encounter(entry.code)
             and not names_a_visit(_said(entry, sentences))
         ):
-            return (
+            return Conflict(
                 "An encounter-for-examination code, and its evidence names an examination done"
                 " in the course of care, not a visit made for one",
                 "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
+                unsupported=True,
             )
         if self._procedure_names and all(
             describes_only_the_patient(ev.text) for ev in entry.evidence.values()
         ):
-            return (
+            return Conflict(
                 "Its evidence only says who the patient is (age, sex)",
                 "an age or a sex is not a diagnosis",
+                unsupported=True,
             )
         if (
             self._ill_defined
             and is_ill_defined(entry.code)
             and not any(names_an_illness(ev.text) for ev in entry.evidence.values())
         ):
-            return (
+            return Conflict(
                 "Illness, unspecified, and its evidence says no one is ill",
                 "R69 is for an illness the note speaks of without naming it",
+                unsupported=True,
             )
         if (
             self._procedure_names
@@ -453,20 +477,21 @@ class Aggregator:
                 for ev in entry.evidence.values()
             )
         ):
-            return (
+            return Conflict(
                 "Its evidence only names a test or procedure",
                 "a test or procedure is not a diagnosis; its result may be",
+                unsupported=True,
             )
         accepted = [k for k in kept if k.accepted]
         for k in accepted:
             if self._catalogue.excludes1_conflict(k.code, entry.code):
-                return (
+                return Conflict(
                     f"Excludes1 with {k.code}, which is more confident",
                     "both are reported only when the conditions are unrelated",
                 )
         winner = self._category_winner(entry, accepted)
         if winner is not None:
-            return (
+            return Conflict(
                 f"{winner.code}, of the same category, is more confident on the same evidence",
                 "a condition is coded once, as specifically as the note documents it",
             )

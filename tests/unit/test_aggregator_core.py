@@ -198,6 +198,7 @@ def test_excludes1_keeps_the_more_confident_and_sends_the_other_to_review(
     out = run(catalogue, spans, verdicts)
     assert [(c.code, c.decision) for c in out.codes] == [("E11.9", "accept"), ("E10.9", "review")]
     assert "Excludes1 with E11.9" in out.codes[1].justification and not out.excluded
+    assert out.codes[1].confidence == 0.6  # a rival's conflict: its own evidence still stands
     # a code only suggested for review conflicts with nothing
     out = run(catalogue, spans, [verdict("s1", "E11.9", 0.9, "review"), verdicts[1]])
     assert [(c.code, c.decision) for c in out.codes] == [("E11.9", "review"), ("E10.9", "accept")]
@@ -309,8 +310,14 @@ def test_a_code_that_does_not_fit_the_patient_goes_to_review(catalogue: Catalogu
     uti = make_span("urinary tract infection", text, "s1")
     verdicts = [verdict("s1", "O86.20", 0.8), verdict("s1", "N39.0", 0.7)]
     out = run(catalogue, [uti], verdicts, text=text)
-    assert [(c.code, c.decision) for c in out.codes] == [("O86.20", "review"), ("N39.0", "accept")]
-    assert "the note mentions no pregnancy" in out.codes[0].justification
+    # its evidence cannot support it: it keeps 0.3 of its confidence and ranks below N39.0
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [
+        ("N39.0", "accept", 0.7),
+        ("O86.20", "review", 0.24),
+    ]
+    assert "the note mentions no pregnancy" in out.codes[1].justification
+    kept = run(catalogue, [uti], verdicts, text=text, unsupported_weight=1.0)
+    assert [(c.code, c.confidence) for c in kept.codes] == [("O86.20", 0.8), ("N39.0", 0.7)]
     out = run(catalogue, [uti], verdicts, text=text, patient_checks=False)
     assert [c.decision for c in out.codes] == ["accept", "accept"]
 
@@ -359,7 +366,9 @@ def test_an_injury_code_needs_trauma_in_its_evidence(catalogue: Catalogue) -> No
         "S89.90": "review",
         "S02.91": "accept",
     }
-    assert "names no injury, external cause" in out.codes[0].justification
+    s37 = next(c for c in out.codes if c.code.startswith("S37.00"))
+    assert "names no injury, external cause" in s37.justification
+    assert s37.confidence == 0.18 and out.codes[0].code == "N17.9"
     off = run(catalogue, [aki, edema, fracture], verdicts, text=text, injury_needs_trauma=False)
     assert {c.decision for c in off.codes} == {"accept"}
 
@@ -459,7 +468,9 @@ def test_a_diagnosis_on_a_test_name_alone_goes_to_review(catalogue: Catalogue) -
         "Z01.89": "review",  # an X-ray in the course of care is no visit for one
         "J18.9": "accept",  # a finding written with the test
     }
-    assert "only names a test or procedure" in out.codes[0].justification
+    r07 = next(c for c in out.codes if c.code == "R07.9")
+    assert "only names a test or procedure" in r07.justification
+    assert [c.code for c in out.codes] == ["J18.9", "R07.9", "Z01.89"]  # 0.4, 0.18, 0.15
     z01 = next(c for c in out.codes if c.code == "Z01.89")
     assert "not a visit made for one" in z01.justification
     off = run(catalogue, [xray, result], verdicts, text=text, procedure_names=False, symptoms="off")
