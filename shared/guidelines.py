@@ -233,7 +233,8 @@ _TEST_OR_PROCEDURE = (
     r"|panel|urinalysis|sediment|ana?esthesia|analgesia|sedation"
     # laboratory analytes: "hemoglobin 9.8 g/dl" is a measurement, not hemoglobinuria
     r"|ha?emoglobin|ha?ematocrit|leu[ck]ocytes?|platelets?|creatinine|glucose|sodium|potassium"
-    r"|urea|bilirubin|albumin|ferritin|c-reactive protein|crp|esr|sedimentation rate)"
+    r"|urea|bilirubin|albumin|ferritin|c-reactive protein|crp|esr|sedimentation rate"
+    r"|hormones?|cholesterols?|triglycerides|transaminases|lactate|ammonia|psa|markers)"
 )
 #: The test's abbreviation after its name: "magnetic resonance imaging (MRI)".
 _ABBREVIATION = r"(?:\s*\([\w-]{2,8}\))?"

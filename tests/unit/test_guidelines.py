@@ -99,6 +99,8 @@ def test_a_test_or_procedure_name() -> None:
     assert names_test_or_procedure("magnetic resonance imaging (MRI)")
     assert names_test_or_procedure("erythrocyte sedimentation rate")
     assert names_test_or_procedure("sedimentation rate 79 mm/h")
+    assert names_test_or_procedure("thyroid hormones")
+    assert names_test_or_procedure("cholesterol 125")
     for finding in (
         "fracture of the femur (S72)",  # no test before the brackets
         "chest X-ray showed a left lower lobe infiltrate",  # a result
