@@ -352,6 +352,42 @@ def names_an_illness(text: str) -> bool:
     return _ILLNESS_WORDING.search(text) is not None
 
 
+#: Titles of an unspecified disorder of an organ or system: "Disorder of bone, unspecified",
+#: "Liver disease, unspecified", "Other disorders of retroperitoneum". Infections (A-B) and
+#: mental disorders (F) are named by their organism or kind, not an organ, and stay out.
+_GENERIC_DISORDER = re.compile(
+    r"\b(?:disorders?|diseases?)\b.*\bunspecified\b|\bunspecified\b.*\b(?:disorders?|diseases?)\b"
+    r"|^other (?:disorders?|diseases?) of\b",
+    re.I,
+)
+_NAMED_OTHERWISE = ("A", "B", "F")
+#: Words that say something is wrong, beyond naming the organ: "a disease", "lesions",
+#: "abnormal", "hepatitis", "nephropathy", "failure".
+_SOMETHING_WRONG = re.compile(
+    r"\b(?:diseases?|disorders?|lesions?|abnormal\w*|anomal\w*|dysfunction\w*|patholog\w*"
+    r"|alterations?|involvement|affect(?:ed|ation)|damaged?|injur(?:y|ies)|failure"
+    r"|insufficiency|defects?|malformations?|problems?|syndromes?|\w+itis|\w+osis"
+    r"|\w+pathy)\b",
+    re.I,
+)
+
+
+def is_generic_disorder(code: str, title: str) -> bool:
+    """An unspecified disorder of an organ or system (M89.9 "Disorder of bone, unspecified",
+    K76.9 "Liver disease, unspecified"): a code a mention of the organ alone may look like."""
+    return (
+        not code.upper().startswith(_NAMED_OTHERWISE)
+        and "classified elsewhere" not in title.lower()
+        and _GENERIC_DISORDER.search(title) is not None
+    )
+
+
+def says_something_is_wrong(text: str) -> bool:
+    """True when the text says something is wrong ("bone lesions", "liver disease",
+    "abnormal", "hepatitis"), not only names an organ ("Her liver", "Bone densitometry")."""
+    return _SOMETHING_WRONG.search(text) is not None
+
+
 # ---------------------------------------------------------------- "with"
 
 

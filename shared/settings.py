@@ -201,6 +201,12 @@ class AggregatorConfig(Section):
         description="R69 (illness, unspecified) goes to review unless its evidence says the "
         "patient is ill or has a disease",
     )
+    generic_disorders: bool = Field(
+        default=True,
+        description="an unspecified disorder of an organ (M89.9 'Disorder of bone, "
+        "unspecified') goes to review unless its evidence says something is wrong (a disease, "
+        "lesion, abnormality, -itis): 'bone densitometry' or 'her liver' is no disorder",
+    )
     unsupported_weight: float = Field(
         default=0.3,
         ge=0.0,

@@ -35,7 +35,10 @@ Rules, in order:
      injury, poisoning or complication of care ("acute kidney injury" is N17.9);
    - a code other than a Z code whose evidence only names a test or procedure ("chest pain"
      on "chest X-ray"), and an encounter-for-examination code (Z00-Z13) whose evidence
-     sentences name no visit made for one (Z00.00 on "Physical examination").
+     sentences name no visit made for one (Z00.00 on "Physical examination");
+   - an unspecified disorder of an organ whose evidence names the organ and says nothing is
+     wrong with it (M89.9 "Disorder of bone, unspecified" on "Bone densitometry"), and a code
+     whose evidence only gives the patient's age or sex, or R69 with no one said to be ill.
 8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
@@ -43,7 +46,7 @@ Rules, in order:
    I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
    lowest of their confidences.
 10. Ranked by confidence. A code sent to review because its evidence cannot support it (the
-    patient, injury, examination, age, illness and test-name rules of 7) keeps only
+    patient, injury, examination, organ, age, illness and test-name rules of 7) keeps only
     ``unsupported_weight`` of its confidence: it ranks below the codes the note does support.
     A code that yields to a rival (Excludes1, one per category, an explaining diagnosis)
     keeps its confidence.
@@ -63,6 +66,7 @@ from icdcoder.shared.guidelines import (
     explains_symptom,
     is_definitive,
     is_examination_encounter,
+    is_generic_disorder,
     is_ill_defined,
     is_injury_chapter,
     is_procedure_homonym,
@@ -71,6 +75,7 @@ from icdcoder.shared.guidelines import (
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
+    says_something_is_wrong,
     states_title,
     trauma_wording,
     undocumented,
@@ -162,6 +167,7 @@ class Aggregator:
         self._combination_codes = config.combination_codes
         self._procedure_names = config.procedure_names
         self._ill_defined = config.ill_defined
+        self._generic_disorders = config.generic_disorders
         self._unsupported_weight = config.unsupported_weight
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
@@ -467,6 +473,17 @@ class Aggregator:
             return Conflict(
                 "Illness, unspecified, and its evidence says no one is ill",
                 "R69 is for an illness the note speaks of without naming it",
+                unsupported=True,
+            )
+        if (
+            self._generic_disorders
+            and is_generic_disorder(entry.code, entry.description)
+            and not any(says_something_is_wrong(ev.text) for ev in entry.evidence.values())
+        ):
+            return Conflict(
+                "An unspecified disorder of an organ, and its evidence names the organ but"
+                " says nothing is wrong with it",
+                "a disorder is coded where the note says the organ is diseased or abnormal",
                 unsupported=True,
             )
         if (

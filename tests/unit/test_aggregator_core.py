@@ -539,3 +539,18 @@ def test_an_encounter_for_examination_needs_a_visit_named(catalogue: Catalogue) 
     assert [(c.code, c.decision) for c in found.codes] == [("Z00.00", "review")]
     stated = run(catalogue, [visit], [verdict("s2", "Z00.00", 0.6)], text=text)
     assert [(c.code, c.decision) for c in stated.codes] == [("Z00.00", "accept")]
+
+
+def test_an_unspecified_disorder_of_an_organ_needs_something_wrong(catalogue: Catalogue) -> None:
+    text = "Her liver. Lytic bone lesions."
+    liver = make_span("Her liver", text, "s1")
+    bone = make_span("Lytic bone lesions", text, "s2")
+    verdicts = [verdict("s1", "K76.9", 0.6), verdict("s2", "M89.9", 0.5)]
+    out = run(catalogue, [liver, bone], verdicts, text=text)
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [
+        ("M89.9", "accept", 0.5),
+        ("K76.9", "review", 0.18),  # it ranks below the codes the note supports
+    ]
+    assert "says nothing is wrong with it" in out.codes[1].justification
+    off = run(catalogue, [liver, bone], verdicts, text=text, generic_disorders=False)
+    assert {c.decision for c in off.codes} == {"accept"}

@@ -7,6 +7,7 @@ from icdcoder.shared.guidelines import (
     explains_symptom,
     is_definitive,
     is_examination_encounter,
+    is_generic_disorder,
     is_ill_defined,
     is_procedure_homonym,
     is_test_result_code,
@@ -14,6 +15,7 @@ from icdcoder.shared.guidelines import (
     names_an_illness,
     names_test_or_procedure,
     said_stems,
+    says_something_is_wrong,
     states_title,
     title_forms,
     trauma_wording,
@@ -198,3 +200,21 @@ def test_an_encounter_for_examination_needs_a_visit_made_for_one() -> None:
     assert names_a_visit("Routine screening mammography was normal")
     assert not names_a_visit("Physical examination showed an apyretic patient")
     assert not names_a_visit("Preoperative staging was completed with chest X-ray")
+
+
+def test_an_unspecified_disorder_of_an_organ_needs_something_wrong() -> None:
+    assert is_generic_disorder("M89.9", "Disorder of bone, unspecified")
+    assert is_generic_disorder("K76.9", "Liver disease, unspecified")
+    assert is_generic_disorder("K68.9", "Other disorders of retroperitoneum")
+    # named by their kind or organism, or not unspecified: left be
+    assert not is_generic_disorder("F41.9", "Anxiety disorder, unspecified")
+    assert not is_generic_disorder("B25.9", "Cytomegaloviral disease, unspecified")
+    assert not is_generic_disorder(
+        "B96.20", "Unspecified Escherichia coli [E. coli] as the cause of diseases classified"
+    )
+    assert not is_generic_disorder("K35.80", "Unspecified acute appendicitis")
+    assert not is_generic_disorder("K76.0", "Fatty (change of) liver, not elsewhere classified")
+    for wrong in ("multiple liver lesions", "hepatitis", "abnormal bone", "liver disease"):
+        assert says_something_is_wrong(wrong), wrong
+    for organ in ("Her liver", "Bone densitometry", "the tongue", "respiratory movements"):
+        assert not says_something_is_wrong(organ), organ
