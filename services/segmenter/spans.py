@@ -65,9 +65,9 @@ TIME_AND_DISCOURSE = frozenset(
     night nights morning evening one two three four five six seven eight nine ten first
     second third several few during upon admission arrival reason hand""")
 )
-#: Verbs, modals and connectives of a report's narrative, and words that qualify a finding
-#: without naming one: a span of only these (with the words above) is dropped too ("Despite",
-#: "could", "found", "normal", "negative", "clinical diagnosis") instead of drawing codes.
+#: Verbs, modals and connectives of a report's narrative, and words that speak of care without
+#: naming a condition: a span of only these (with the words above) is dropped too ("Despite",
+#: "could", "found", "clinical diagnosis") instead of drawing codes by chance.
 NARRATIVE = frozenset(
     _words("""could would should might may can cannot must will despite due similar because why
     found observed performed detected decided given described removed reported report noted
