@@ -388,6 +388,29 @@ def says_something_is_wrong(text: str) -> bool:
     return _SOMETHING_WRONG.search(text) is not None
 
 
+#: D37-D44: neoplasms of uncertain behavior, a histologist's finding.
+_UNCERTAIN_BEHAVIOR = tuple(f"D{n}" for n in range(37, 45))
+#: What says so: the word itself, or a named histology the Alphabetic Index gives an uncertain
+#: behavior ("craniopharyngioma" D44.4, "Leydig cell tumor" D40.1-).
+_HISTOLOGY = re.compile(
+    r"\buncertain\b|\bborderline\b|\blow malignant potential\b|\w{3,}omas?\b"
+    r"|\bcell tumou?rs?\b",
+    re.I,
+)
+
+
+def is_uncertain_behavior(code: str) -> bool:
+    """D37-D44, a neoplasm of uncertain behavior."""
+    return code.upper().startswith(_UNCERTAIN_BEHAVIOR)
+
+
+def names_a_histology(text: str) -> bool:
+    """True when the text gives a neoplasm's histology or behavior ("borderline", "Leydig
+    cell tumor", "craniopharyngioma"), not only a "tumor" or "mass": the Alphabetic Index
+    codes those of unspecified behavior (Tumor -> see Neoplasm, unspecified behavior: D49)."""
+    return _HISTOLOGY.search(text) is not None
+
+
 # ---------------------------------------------------------------- "with"
 
 

@@ -207,6 +207,12 @@ class AggregatorConfig(Section):
         "unspecified') goes to review unless its evidence says something is wrong (a disease, "
         "lesion, abnormality, -itis): 'bone densitometry' or 'her liver' is no disorder",
     )
+    uncertain_behavior: bool = Field(
+        default=True,
+        description="a neoplasm of uncertain behavior (D37-D44) goes to review unless its "
+        "evidence gives a histology ('borderline', 'Leydig cell tumor'): the Alphabetic Index "
+        "codes a bare 'tumor' as of unspecified behavior (D49)",
+    )
     unsupported_weight: float = Field(
         default=0.3,
         ge=0.0,

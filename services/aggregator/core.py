@@ -38,7 +38,9 @@ Rules, in order:
      sentences name no visit made for one (Z00.00 on "Physical examination");
    - an unspecified disorder of an organ whose evidence names the organ and says nothing is
      wrong with it (M89.9 "Disorder of bone, unspecified" on "Bone densitometry"), and a code
-     whose evidence only gives the patient's age or sex, or R69 with no one said to be ill.
+     whose evidence only gives the patient's age or sex, or R69 with no one said to be ill;
+   - a neoplasm of uncertain behavior (D37-D44) whose evidence names a tumor or mass and no
+     histology (the Alphabetic Index: Tumor -> Neoplasm, unspecified behavior, D49).
 8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
@@ -46,10 +48,10 @@ Rules, in order:
    I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
    lowest of their confidences.
 10. Ranked by confidence. A code sent to review because its evidence cannot support it (the
-    patient, injury, examination, organ, age, illness and test-name rules of 7) keeps only
-    ``unsupported_weight`` of its confidence: it ranks below the codes the note does support.
-    A code that yields to a rival (Excludes1, one per category, an explaining diagnosis)
-    keeps its confidence.
+    patient, injury, examination, organ, age, illness, histology and test-name rules of 7)
+    keeps only ``unsupported_weight`` of its confidence: it ranks below the codes the note
+    does support. A code that yields to a rival (Excludes1, one per category, an explaining
+    diagnosis) keeps its confidence.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ from icdcoder.shared.guidelines import (
     is_procedure_homonym,
     is_symptom,
     is_test_result_code,
+    is_uncertain_behavior,
+    names_a_histology,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -168,6 +172,7 @@ class Aggregator:
         self._procedure_names = config.procedure_names
         self._ill_defined = config.ill_defined
         self._generic_disorders = config.generic_disorders
+        self._uncertain_behavior = config.uncertain_behavior
         self._unsupported_weight = config.unsupported_weight
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
@@ -484,6 +489,18 @@ class Aggregator:
                 "An unspecified disorder of an organ, and its evidence names the organ but"
                 " says nothing is wrong with it",
                 "a disorder is coded where the note says the organ is diseased or abnormal",
+                unsupported=True,
+            )
+        if (
+            self._uncertain_behavior
+            and is_uncertain_behavior(entry.code)
+            and not any(names_a_histology(ev.text) for ev in entry.evidence.values())
+        ):
+            return Conflict(
+                "A neoplasm of uncertain behavior, and its evidence names a tumor or mass but"
+                " no histology",
+                "the Alphabetic Index codes a tumor of no stated histology as of unspecified"
+                " behavior (D49); uncertain behavior is the histologist's finding",
                 unsupported=True,
             )
         if (

@@ -554,3 +554,18 @@ def test_an_unspecified_disorder_of_an_organ_needs_something_wrong(catalogue: Ca
     assert "says nothing is wrong with it" in out.codes[1].justification
     off = run(catalogue, [liver, bone], verdicts, text=text, generic_disorders=False)
     assert {c.decision for c in off.codes} == {"accept"}
+
+
+def test_uncertain_behavior_needs_a_histology(catalogue: Catalogue) -> None:
+    text = "A tumor in the left testicle. Leydig cell tumor of the right testis."
+    tumor = make_span("A tumor in the left testicle", text, "s1")
+    leydig = make_span("Leydig cell tumor of the right testis", text, "s2")
+    out = run(catalogue, [tumor], [verdict("s1", "D40.10", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in out.codes] == [("D40.10", "review")]
+    assert "no histology" in out.codes[0].justification
+    out = run(catalogue, [leydig], [verdict("s2", "D40.10", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in out.codes] == [("D40.10", "accept")]
+    off = run(
+        catalogue, [tumor], [verdict("s1", "D40.10", 0.6)], text=text, uncertain_behavior=False
+    )
+    assert [c.decision for c in off.codes] == ["accept"]

@@ -11,6 +11,8 @@ from icdcoder.shared.guidelines import (
     is_ill_defined,
     is_procedure_homonym,
     is_test_result_code,
+    is_uncertain_behavior,
+    names_a_histology,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -218,3 +220,12 @@ def test_an_unspecified_disorder_of_an_organ_needs_something_wrong() -> None:
         assert says_something_is_wrong(wrong), wrong
     for organ in ("Her liver", "Bone densitometry", "the tongue", "respiratory movements"):
         assert not says_something_is_wrong(organ), organ
+
+
+def test_uncertain_behavior_is_a_histologists_finding() -> None:
+    assert is_uncertain_behavior("D40.10") and is_uncertain_behavior("D44.4")
+    assert not is_uncertain_behavior("D49.59") and not is_uncertain_behavior("C62.90")
+    for histology in ("borderline ovarian tumor", "Leydig cell tumor", "craniopharyngioma"):
+        assert names_a_histology(histology), histology
+    for bare in ("a tumor of 2-3cm in the left testicle", "an 8 cm mass in the left testicle"):
+        assert not names_a_histology(bare), bare
