@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from icdcoder.services.segmenter.context_rules import (
-    EMPTY_HISTORY,
+    NOTHING_MORE,
     PERSON_WORDS,
     as_phrases,
     context_rules,
@@ -196,12 +196,13 @@ def _cue_ranges(doc: Any, modifiers: list[Any]) -> list[tuple[int, int]]:
     """Character ranges of the cues that are cut out of spans, in text order.
 
     Modifying cues and terminations are cut ("no symptoms except back pain" -> "symptoms",
-    "back pain"), as are the pseudo cues of an empty history ("with no history of interest");
-    other pseudo cues and the cues that belong to a condition's name stay.
+    "back pain"), as are the pseudo cues of an empty history ("with no history of interest")
+    and of a patient free of disease ("she remains disease free"), which say all there is to
+    say; other pseudo cues and the cues that belong to a condition's name stay.
     """
     ranges = []
     for modifier in modifiers:
-        if modifier.direction == "PSEUDO" and modifier.rule.literal not in EMPTY_HISTORY:
+        if modifier.direction == "PSEUDO" and modifier.category != NOTHING_MORE:
             continue
         if (
             _names_a_condition(doc, modifier)

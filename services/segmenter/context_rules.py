@@ -8,8 +8,10 @@ and "ex-" for the one word it prefixes ("ex-smoker");
 negative for", "was excluded", "ruling out" negated, and "no toxic habits" a cue with nothing
 after it; a history said to hold nothing ("with no history of interest", "no relevant medical
 history,") negates nothing; a new event ("consulted", "presented", "who", "was diagnosed",
-"underwent") ends any cue's scope. ``as_phrases`` spells the token patterns out as phrases
-(same matches, much faster). How the cues mark spans is ``context.py``'s business.
+"underwent") ends any cue's scope; "disease free" says all there is to say, and "free",
+"prophylaxis" and "unlikely" reach a few words back, not the sentence's start.
+``as_phrases`` spells the token patterns out as phrases (same matches, much faster). How the
+cues mark spans is ``context.py``'s business.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ PERSON_WORDS = frozenset(
 )
 #: Tokens a "without" negates ("without fever or dysthermic sensation": four).
 WITHOUT_SCOPE = 5
+#: medspaCy's backward cues that reach a few tokens back, not to the sentence's start: "disease
+#: free" ("after the nephrectomy for renal carcinoma she remains disease free" keeps the
+#: carcinoma), "DVT prophylaxis" ("atorvastatin for diabetes, as prophylaxis for ..."),
+#: "pneumonia unlikely".
+BACKWARD_SCOPES = {"free": 2, "prophylaxis": 3, "unlikely": 3}
+#: What a patient is said to be free of.
+_DISEASE = _words("disease tumor tumour recurrence relapse metastasis metastases progression")
 _TIME_UNITS = _words("day days week weeks month months hour hours night nights year years")
 
 #: "No relevant past medical history": a history said to hold nothing. CodiEsp's case reports
@@ -51,6 +60,9 @@ _TIME_UNITS = _words("day days week weeks month months hour hours night nights y
 _NO = _words("no without denies denied")
 #: The literals of those cues.
 EMPTY_HISTORY = ("no history of interest", "no relevant history", "no history.")
+#: The category of pseudo cues that say all there is to say (an empty history, "disease
+#: free"): they modify nothing and ``context.py`` cuts them out of spans.
+NOTHING_MORE = "NOTHING_MORE"
 _HISTORY = {"LOWER": {"IN": _words("history histories antecedents background")}}
 _HABITS = {"LOWER": {"IN": ["habits", "habit"]}}
 _WHOSE = _words("""a any other past medical surgical personal family pathological previous
@@ -102,6 +114,9 @@ def context_rules() -> list[Any]:
         # history of hypertension" (``context.py`` keeps it in condition names)
         rule("without", "NEGATED_EXISTENCE", "FORWARD", max_scope=WITHOUT_SCOPE)
         if r.literal == "without"
+        # a few backward cues reach the words just before them, not the sentence's start
+        else rule(r.literal, r.category, r.direction, r.pattern, BACKWARD_SCOPES[r.literal])
+        if r.literal in BACKWARD_SCOPES
         else r
         for r in ConTextRule.from_json(_default_rules_path())
         if r.category != "FAMILY"
@@ -189,12 +204,26 @@ def context_rules() -> list[Any]:
         # a history said to hold nothing negates nothing after it (the longer cue prunes "no")
         # (``context.py`` cuts these cues out of spans: they name nothing)
         *(
-            rule(literal, "NEGATED_EXISTENCE", "PSEUDO", pattern)
+            rule(literal, NOTHING_MORE, "PSEUDO", pattern)
             for literal, pattern in (
                 (EMPTY_HISTORY[0], _NOTHING_OF_INTEREST),
                 (EMPTY_HISTORY[1], _NOTHING_RELEVANT),
                 (EMPTY_HISTORY[2], _NO_HISTORY_THEN_STOP),
             )
+        ),
+        # "she remains disease free", "free of recurrence": the cue says it all, and the
+        # carcinoma earlier in the sentence stands
+        rule(
+            "disease free",
+            NOTHING_MORE,
+            "PSEUDO",
+            [any_of(*_DISEASE), {"LOWER": "-", "OP": "?"}, {"LOWER": "free"}],
+        ),
+        rule(
+            "free of disease",
+            NOTHING_MORE,
+            "PSEUDO",
+            [{"LOWER": "free"}, {"LOWER": "of"}, any_of(*_DISEASE)],
         ),
         # "with no toxic habits, with a history of urticaria": the cue says it all
         rule(

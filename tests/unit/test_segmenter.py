@@ -475,3 +475,30 @@ def test_an_empty_history_negates_nothing(
     for span, flags in expected.items():
         assert spans.get(span) == flags, spans
     assert not any("history" in span.lower() or "toxic" in span.lower() for span in spans), spans
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # backward cues reach the words just before them, not the sentence's start
+        (
+            "Gliclazide to control type 2 diabetes mellitus, atorvastatin as prophylaxis.",
+            {"Gliclazide to control type 2 diabetes mellitus": []},
+        ),
+        ("DVT prophylaxis.", {"DVT": ["negated"]}),
+        ("Pneumonia unlikely.", {"Pneumonia": ["negated"]}),
+        # "disease free" says it all: the carcinoma stands, and no span keeps the cue
+        (
+            "After nephrectomy for renal carcinoma she remains disease free.",
+            {"After nephrectomy for renal carcinoma she remains": []},
+        ),
+        ("Tumor-free margins.", {"margins": []}),
+    ],
+)
+def test_backward_cues_reach_a_few_words(
+    segmenter: Segmenter, text: str, expected: dict[str, list[str]]
+) -> None:
+    spans = by_text(segment(segmenter, text))
+    for span, flags in expected.items():
+        assert spans.get(span) == flags, spans
+    assert not any("free" in span for span in spans), spans
