@@ -225,6 +225,13 @@ def context_rules() -> list[Any]:
             "PSEUDO",
             [{"LOWER": "free"}, {"LOWER": "of"}, any_of(*_DISEASE)],
         ),
+        # "the left ventricular free wall", "free fluid": anatomy and findings, not an absence
+        rule(
+            "free wall",
+            "NEGATED_EXISTENCE",
+            "PSEUDO",
+            [{"LOWER": "free"}, any_of("wall", "walls", "flap", "flaps", "fluid", "air", "edge")],
+        ),
         # "with no toxic habits, with a history of urticaria": the cue says it all
         rule(
             "no toxic habits",

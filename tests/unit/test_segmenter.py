@@ -502,3 +502,9 @@ def test_backward_cues_reach_a_few_words(
     for span, flags in expected.items():
         assert spans.get(span) == flags, spans
     assert not any("free" in span for span in spans), spans
+
+
+def test_a_free_wall_is_anatomy(segmenter: Segmenter) -> None:
+    text = "Rupture of a transmural infarction in the left ventricular free wall."
+    spans = by_text(segment(segmenter, text))
+    assert list(spans.values()) == [[]], spans
