@@ -6,7 +6,8 @@ and retrieved once against the pack's catalogue texts and the result is kept und
 folder as JSON lines (one :class:`~icdcoder.shared.messages.RetrievedNote` a line) beside the
 vector of each span's own text (``.spans.npy``, what the retriever searches the memory with).
 The cache is keyed by the corpus (its ids and texts) and by what the catalogue search depends
-on: catalogue version, embedding model, enrichment, ``top_k``. Weights and memory are not in
+on: catalogue version, embedding model, enrichment, ``top_k``, and the source of the segmenter
+and retriever (a changed context rule makes a new cache). Weights and memory are not in
 the key: a pack trained from a base reuses the base's cache.
 
 The example memory is then searched from the cached span vectors, the way the retriever does
@@ -18,9 +19,11 @@ against its own label.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,15 @@ from icdcoder.shared.messages import NoteIn, RetrievedNote, SegmentedNote
 from icdcoder.shared.pack import Pack
 from icdcoder.training.corpus import CodedCase, corpus_digest
 
-#: Bump when the cached format or what retrieval does changes.
+#: Bump when the cached format changes. What retrieval does is in the key by itself: the
+#: source of the modules below (``_retrieval_code``).
 CACHE_FORMAT = 7
+#: The code that decides a corpus's spans, their context flags and their candidates.
+_RETRIEVAL_CODE = (
+    "icdcoder.services.segmenter",
+    "icdcoder.services.retriever",
+    "icdcoder.shared.context",
+)
 
 Progress = Callable[[Sequence[CodedCase]], Iterable[CodedCase]]
 
@@ -107,6 +117,7 @@ def retrieval_key(pack: Pack, top_k: int, runtime: str = "") -> str:
     m = pack.manifest
     content = [
         CACHE_FORMAT,
+        _retrieval_code(),
         m.catalogue,
         m.model.fingerprint,
         m.enrichment.sha256 if m.enrichment else None,
@@ -115,6 +126,20 @@ def retrieval_key(pack: Pack, top_k: int, runtime: str = "") -> str:
     ]
     digest = hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]
     return f"{'enriched' if m.enrichment else 'plain'}-{digest}"
+
+
+@cache
+def _retrieval_code() -> str:
+    """A digest of the segmenter's and retriever's source: a rule changed there (a context cue,
+    a span filter) makes a new cache instead of fitting on spans it would no longer produce."""
+    digest = hashlib.sha256()
+    for name in _RETRIEVAL_CODE:
+        origin = Path(str(importlib.import_module(name).__file__))
+        sources = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+        for source in sources:
+            digest.update(f"{name}/{source.name}".encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def cache_stem(cache_dir: Path, corpus: str, cases: Sequence[CodedCase], retrieval: str) -> Path:

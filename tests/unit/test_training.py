@@ -198,6 +198,22 @@ def test_packs_that_differ_only_in_weights_share_a_retrieval_cache() -> None:
     assert retrieval_key(other_model, 20) != retrieval_key(base, 20)
 
 
+def test_the_segmenters_and_retrievers_code_is_in_the_retrieval_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A context rule changed in the segmenter makes a new cache: fits never see stale spans."""
+    import icdcoder.training.retrieval as retrieval
+
+    base = load_pack()
+    key = retrieval_key(base, 20)
+    retrieval._retrieval_code.cache_clear()
+    monkeypatch.setattr(retrieval, "_RETRIEVAL_CODE", ("icdcoder.services.segmenter.spans",))
+    try:
+        assert retrieval_key(base, 20) != key
+    finally:
+        retrieval._retrieval_code.cache_clear()
+
+
 def test_memory_search_leaves_a_training_cases_own_examples_out() -> None:
     cases = [CodedCase("case-a", "patient has type 2 diabetes.", ("e11.9",))]
     result = retrieved(cases)
