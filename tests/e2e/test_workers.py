@@ -279,9 +279,12 @@ def test_sigterm_lets_the_note_in_hand_finish_and_nothing_is_lost(
     db: sync_redis.Redis, workers: Workers
 ) -> None:
     batch = notes("term-")
+    retrieved_before = db.xlen(CANDIDATES)
     submit(db, batch)
+    # two cheap reads a poll, as the kill -9 test does: parsing every result each poll let a
+    # fast retriever finish the run between two polls, and the wait then never ended
     wait_for(
-        lambda: len(results(db, "term-")) >= 3 and pending(db, "retriever") == 1,
+        lambda: db.xlen(CANDIDATES) - retrieved_before >= 3 and pending(db, "retriever") == 1,
         "a retriever busy mid-run",
         workers,
     )
