@@ -57,6 +57,7 @@ Rules, in order:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from icdcoder.shared.catalogue import Catalogue
@@ -431,91 +432,12 @@ class Aggregator:
     def _conflict(
         self, entry: _Entry, kept: list[_Entry], facts: NoteFacts, sentences: dict[str, str]
     ) -> Conflict | None:
-        """Why the entry may not stand as accepted, if it may not."""
-        if self._patient_checks:
-            mismatch = inconsistency(entry.code, facts)
-            if mismatch is not None:
-                return Conflict(
-                    f"Does not fit the patient: {mismatch}",
-                    "the note may say otherwise",
-                    unsupported=True,
-                )
-        if (
-            self._injury_needs_trauma
-            and is_injury_chapter(entry.code)
-            and not trauma_wording(_said(entry, sentences))
-        ):
-            return Conflict(
-                "An injury-chapter code, and its evidence names no injury, external cause,"
-                " poisoning or complication of care",
-                "a condition no external cause produced is coded in its body system's chapter",
-                unsupported=True,
-            )
-        if (
-            self._procedure_names
-            and is_examination_encounter(entry.code)
-            and not names_a_visit(_said(entry, sentences))
-        ):
-            return Conflict(
-                "An encounter-for-examination code, and its evidence names an examination done"
-                " in the course of care, not a visit made for one",
-                "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
-                unsupported=True,
-            )
-        if self._procedure_names and all(
-            describes_only_the_patient(ev.text) for ev in entry.evidence.values()
-        ):
-            return Conflict(
-                "Its evidence only says who the patient is (age, sex)",
-                "an age or a sex is not a diagnosis",
-                unsupported=True,
-            )
-        if (
-            self._ill_defined
-            and is_ill_defined(entry.code)
-            and not any(names_an_illness(ev.text) for ev in entry.evidence.values())
-        ):
-            return Conflict(
-                "Illness, unspecified, and its evidence says no one is ill",
-                "R69 is for an illness the note speaks of without naming it",
-                unsupported=True,
-            )
-        if (
-            self._generic_disorders
-            and is_generic_disorder(entry.code, entry.description)
-            and not any(says_something_is_wrong(ev.text) for ev in entry.evidence.values())
-        ):
-            return Conflict(
-                "An unspecified disorder of an organ, and its evidence names the organ but"
-                " says nothing is wrong with it",
-                "a disorder is coded where the note says the organ is diseased or abnormal",
-                unsupported=True,
-            )
-        if (
-            self._uncertain_behavior
-            and is_uncertain_behavior(entry.code)
-            and not any(names_a_histology(ev.text) for ev in entry.evidence.values())
-        ):
-            return Conflict(
-                "A neoplasm of uncertain behavior, and its evidence names a tumor or mass but"
-                " no histology",
-                "the Alphabetic Index codes a tumor of no stated histology as of unspecified"
-                " behavior (D49); uncertain behavior is the histologist's finding",
-                unsupported=True,
-            )
-        if (
-            self._procedure_names
-            and (not entry.code.startswith("Z") or is_test_result_code(entry.code))
-            and all(
-                names_test_or_procedure(ev.text) or is_procedure_homonym(entry.code, ev.text)
-                for ev in entry.evidence.values()
-            )
-        ):
-            return Conflict(
-                "Its evidence only names a test or procedure",
-                "a test or procedure is not a diagnosis; its result may be",
-                unsupported=True,
-            )
+        """Why the entry may not stand as accepted, if it may not: its evidence cannot support
+        it (:meth:`_unsupported`), or a more confident accepted code of its own stands in its
+        way."""
+        weak = self._unsupported(entry, facts, sentences)
+        if weak is not None:
+            return Conflict(*weak, unsupported=True)
         accepted = [k for k in kept if k.accepted]
         for k in accepted:
             if self._catalogue.excludes1_conflict(k.code, entry.code):
@@ -531,6 +453,85 @@ class Aggregator:
             )
         return None
 
+    def _unsupported(
+        self, entry: _Entry, facts: NoteFacts, sentences: dict[str, str]
+    ) -> tuple[str, str] | None:
+        """(reason, what a coder checks) when the entry's evidence cannot support it."""
+        if self._patient_checks:
+            mismatch = inconsistency(entry.code, facts)
+            if mismatch is not None:
+                return f"Does not fit the patient: {mismatch}", "the note may say otherwise"
+        if (
+            self._injury_needs_trauma
+            and is_injury_chapter(entry.code)
+            and not trauma_wording(_said(entry, sentences))
+        ):
+            return (
+                "An injury-chapter code, and its evidence names no injury, external cause,"
+                " poisoning or complication of care",
+                "a condition no external cause produced is coded in its body system's chapter",
+            )
+        if (
+            self._procedure_names
+            and is_examination_encounter(entry.code)
+            and not names_a_visit(_said(entry, sentences))
+        ):
+            return (
+                "An encounter-for-examination code, and its evidence names an examination done"
+                " in the course of care, not a visit made for one",
+                "Z00-Z13 give the reason for a visit: a check-up, a screening, an observation",
+            )
+        if self._procedure_names and all(
+            describes_only_the_patient(ev.text) for ev in entry.evidence.values()
+        ):
+            return (
+                "Its evidence only says who the patient is (age, sex)",
+                "an age or a sex is not a diagnosis",
+            )
+        if (
+            self._ill_defined
+            and is_ill_defined(entry.code)
+            and not _any_evidence(entry, names_an_illness)
+        ):
+            return (
+                "Illness, unspecified, and its evidence says no one is ill",
+                "R69 is for an illness the note speaks of without naming it",
+            )
+        if (
+            self._generic_disorders
+            and is_generic_disorder(entry.code, entry.description)
+            and not _any_evidence(entry, says_something_is_wrong)
+        ):
+            return (
+                "An unspecified disorder of an organ, and its evidence names the organ but"
+                " says nothing is wrong with it",
+                "a disorder is coded where the note says the organ is diseased or abnormal",
+            )
+        if (
+            self._uncertain_behavior
+            and is_uncertain_behavior(entry.code)
+            and not _any_evidence(entry, names_a_histology)
+        ):
+            return (
+                "A neoplasm of uncertain behavior, and its evidence names a tumor or mass but"
+                " no histology",
+                "the Alphabetic Index codes a tumor of no stated histology as of unspecified"
+                " behavior (D49); uncertain behavior is the histologist's finding",
+            )
+        if (
+            self._procedure_names
+            and (not entry.code.startswith("Z") or is_test_result_code(entry.code))
+            and all(
+                names_test_or_procedure(ev.text) or is_procedure_homonym(entry.code, ev.text)
+                for ev in entry.evidence.values()
+            )
+        ):
+            return (
+                "Its evidence only names a test or procedure",
+                "a test or procedure is not a diagnosis; its result may be",
+            )
+        return None
+
     def _category_winner(self, entry: _Entry, accepted: list[_Entry]) -> _Entry | None:
         """The accepted code of the entry's category that its evidence all supports, if any."""
         if not self._one_per_category:
@@ -539,6 +540,11 @@ class Aggregator:
             (k for k in accepted if k.code[:3] == entry.code[:3] and self._only_general(entry, k)),
             None,
         )
+
+
+def _any_evidence(entry: _Entry, says: Callable[[str], bool]) -> bool:
+    """Whether some evidence span of the entry says it (``says`` its text)."""
+    return any(says(ev.text) for ev in entry.evidence.values())
 
 
 def _said(entry: _Entry, sentences: dict[str, str]) -> str:
