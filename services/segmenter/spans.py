@@ -1,13 +1,13 @@
 """Spans: the pieces of a sentence that may name one condition each, with exact offsets.
 
 A sentence is split into clauses and list items at ";", ":", ", ", and at " and " / " or " /
-relative pronouns between clauses; "with" never splits ("diabetes with nephropathy" is one
-condition) and fragments that cannot stand alone join the clause before them ("Hyperlipidemia,
-unspecified", "breast and ovarian cancer"). ConText cues are then cut out of a clause ("He
-denies chest pain" -> "chest pain"; the cues themselves come from ``context.py``), and every
-piece is trimmed of bullets, punctuation, unbalanced brackets and leading/trailing function
-words. A piece with nothing that could name a condition is dropped. Offsets only: the caller
-slices ``text[start:end]``.
+relative pronouns / "showed" / "compatible with" between clauses ("with" and "due to" never
+split: "diabetes with nephropathy" is one condition), and fragments that cannot stand alone
+join the clause before them ("Hyperlipidemia, unspecified", "breast and ovarian cancer").
+ConText cues are then cut out of a clause ("He denies chest pain" -> "chest pain"; the cues
+themselves come from ``context.py``), and every piece is trimmed of bullets, punctuation,
+unbalanced brackets and leading/trailing function words. A piece with nothing that could name
+a condition is dropped. Offsets only: the caller slices ``text[start:end]``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,17 @@ def _words(words: str) -> list[str]:
     return words.split()
 
 
+#: Words between two conditions, or between a test and its finding: "a CT showed Y", "Y
+#: compatible with Z" name two things, each searched alone. "X due to Y" stays one span: it may
+#: name one combination code ("hypertension secondary to renal artery stenosis" is I15.0), and
+#: the retriever searches its phrases too (``shared/context.phrases``).
+_BETWEEN_CONDITIONS = (
+    "and|or|but|whereas|although|which|who|following|after"
+    "|appears?|appeared|showed|shows|revealed|presented|presenting|persistence of"
+    "|compatible with|suggestive of|consistent with"
+)
 _CLAUSE_SPLIT_RE = re.compile(
-    r"\s*[;:]\s*|,\s+(?:and\s+|or\s+|but\s+)?|\s+(?:and|or|but|whereas|although|which|who)\s+",
+    rf"\s*[;:]\s*|,\s+(?:and\s+|or\s+|but\s+)?|\s+(?:{_BETWEEN_CONDITIONS})\s+",
     re.IGNORECASE,
 )
 _LEADING_RE = re.compile(
@@ -135,7 +144,7 @@ def _joins_previous(text: str, prev: tuple[int, int], cur: tuple[int, int]) -> b
         return True
     if words and words[0] in JOINING_OPENERS:
         return True
-    if any(c in text[prev[1] : cur[0]] for c in ";:,"):
+    if text[prev[1] : cur[0]].strip().lower() not in ("and", "or"):
         return False
     prev_words = _WORD_RE.findall(text, prev[0], prev[1])
     if len(prev_words) == 1 and _CONDITION_NOUN_RE.search(prev_words[0]):
