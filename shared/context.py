@@ -8,9 +8,11 @@ codes a span may produce at all: the verifier scores only those, the aggregator 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from icdcoder.shared.messages import Span
+from icdcoder.shared.text import content_words
 
 
 def contextual_text(span: Span) -> str | None:
@@ -24,9 +26,40 @@ def contextual_text(span: Span) -> str | None:
 
 
 def query_texts(span: Span) -> list[str]:
-    """The texts searched for a span: the span itself, plus its context reading if any."""
+    """The texts searched for a span: the span itself, its context reading if any, and the
+    phrases of a long span (:func:`phrases`)."""
     extra = contextual_text(span)
-    return [span.text] if extra is None else [span.text, extra]
+    return [span.text, *([] if extra is None else [extra]), *phrases(span.text)]
+
+
+#: A span of more words than this is also searched phrase by phrase.
+LONG_SPAN_WORDS = 5
+#: Where a long span's phrases part: brackets, commas, linking verbs and the words that join
+#: two conditions ("fever with chills", "a mass that was compatible with a lipoma").
+_PHRASE_BREAK = re.compile(
+    r"\s*(?:[(),]|\b(?:due to|secondary to|caused by|associated with|following|after|with"
+    r"|without|appears?|appeared|was|were|is|are|had|has|have|showed|shows|revealed|presented"
+    r"|presenting|persistence of|presence of|compatible with|suggestive of|consistent with)\b)"
+    r"\s*",
+    re.IGNORECASE,
+)
+_EDGE = " \t\n.;:-'\""
+
+
+def phrases(text: str) -> list[str]:
+    """The phrases of a long span, each searched besides the whole: "Vomiting and several
+    diarrheal stools appear, with persistence of the febrile syndrome" -> "Vomiting and
+    several diarrheal stools", "the febrile syndrome". The whole span names what a
+    combination code needs ("diabetes with nephropathy"); a phrase finds what the whole span's
+    vector blurs. A phrase with no content word (``shared/text.py``) is left out."""
+    if len(text.split()) <= LONG_SPAN_WORDS:
+        return []
+    found = []
+    for piece in _PHRASE_BREAK.split(text):
+        piece = piece.strip(_EDGE)
+        if piece and piece != text and content_words(piece) and piece not in found:
+            found.append(piece)
+    return found
 
 
 FAMILY_HISTORY = ("Z80", "Z81", "Z82", "Z83", "Z84")

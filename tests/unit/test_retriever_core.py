@@ -6,7 +6,7 @@ import numpy.typing as npt
 
 from icdcoder.services.retriever.core import IndexRows, Lexical, Retriever
 from icdcoder.services.retriever.lexical import LexicalIndex, phrase_key
-from icdcoder.shared.context import query_texts
+from icdcoder.shared.context import phrases, query_texts
 from icdcoder.shared.messages import SegmentedNote
 from tests.fakes import HashingEncoder, NumpyIndex, make_span
 
@@ -70,6 +70,16 @@ def test_history_query_not_doubled() -> None:
     assert query_texts(span) == ["History of nephrolithiasis"]
     plain = make_span("nephrolithiasis", text, historical=True)
     assert query_texts(plain)[1] == "personal history of nephrolithiasis"
+
+
+def test_a_long_span_is_also_searched_phrase_by_phrase() -> None:
+    text = "Vomiting and several diarrheal stools appear, with persistence of the febrile syndrome"
+    assert phrases(text) == ["Vomiting and several diarrheal stools", "the febrile syndrome"]
+    assert phrases("persistent febrile syndrome with chills") == []  # five words: searched whole
+    # a phrase of function words only is not searched
+    assert phrases("a mass was seen in the liver, which was") == ["a mass", "seen in the liver"]
+    span = make_span(text, text, historical=True)
+    assert query_texts(span) == [text, f"personal history of {text}", *phrases(text)]
 
 
 def test_note_without_spans() -> None:
