@@ -334,6 +334,33 @@ def names_a_visit(text: str) -> bool:
     return _VISIT_WORDING.search(text) is not None
 
 
+#: R59.1 "Generalized enlarged lymph nodes" holds "Lymphadenopathy NOS"; nodes at a named site
+#: are localized, R59.0, unless the note says they are generalized.
+_GENERALIZED_NODES = "R59.1"
+_LOCALIZED_NODES = "R59.0"
+_NODE_SITE = re.compile(
+    r"\b(?:(?:latero|para)?cervical|neck|supraclavicular|infraclavicular|axill(?:a|ary)"
+    r"|inguinal|femoral|iliac|pelvic|mediastinal|hilar|paratracheal|subcarinal|paracardiac"
+    r"|retroperitoneal|para-?aortic|mesenteric|celiac|perigastric|peripancreatic|portal"
+    r"|abdominal|intra-?abdominal|(?:infra|supra)diaphragmatic|submandibular|submaxillary"
+    r"|submental|(?:pre|retro|post)auricular|occipital|parotid|jugular|epitrochlear|popliteal)\b",
+    re.I,
+)
+_GENERALIZED = re.compile(r"\b(?:generali[sz]ed|diffuse|widespread|disseminated)\b", re.I)
+
+
+def localized(code: str, text: str) -> str | None:
+    """The localized code a span names where the code it drew is the generalized one: R59.0
+    for "inguinal lymphadenopathy" in place of R59.1, or None."""
+    if (
+        code.upper() == _GENERALIZED_NODES
+        and _NODE_SITE.search(text)
+        and not _GENERALIZED.search(text)
+    ):
+        return _LOCALIZED_NODES
+    return None
+
+
 #: R69, "Illness, unspecified": for a patient the note says is ill, the illness not named.
 _ILL_DEFINED = ("R69",)
 _ILLNESS_WORDING = re.compile(

@@ -213,6 +213,12 @@ class AggregatorConfig(Section):
         "evidence gives a histology ('borderline', 'Leydig cell tumor'): the Alphabetic Index "
         "codes a bare 'tumor' as of unspecified behavior (D49)",
     )
+    localized_nodes: bool = Field(
+        default=True,
+        description="lymphadenopathy at a named site ('inguinal lymphadenopathy') is coded "
+        "localized (R59.0), not generalized (R59.1, whose 'Lymphadenopathy NOS' a stated site "
+        "is not), unless the note says generalized",
+    )
     unsupported_weight: float = Field(
         default=0.3,
         ge=0.0,

@@ -12,6 +12,7 @@ Rules, in order:
    ``shared/context.CHRONIC``); any other code of it goes to review with the reason (is the
    condition current?). Without review codes, such codes stay under ``excluded``.
 3. A code whose children are 7th-character extensions becomes its default billable code.
+   Lymphadenopathy at a named site is localized: R59.0, not R59.1 (``localized_nodes``).
 4. One entry per code, gathering all its evidence spans; confidence is the best verdict's, or
    with ``combine=noisy_or`` 1 - prod(1 - c) over its evidence spans' best verdicts.
 5. When a code and its ancestor both appear, the more specific code keeps both evidences.
@@ -76,6 +77,7 @@ from icdcoder.shared.guidelines import (
     is_symptom,
     is_test_result_code,
     is_uncertain_behavior,
+    localized,
     names_a_histology,
     names_a_visit,
     names_an_illness,
@@ -174,6 +176,7 @@ class Aggregator:
         self._ill_defined = config.ill_defined
         self._generic_disorders = config.generic_disorders
         self._uncertain_behavior = config.uncertain_behavior
+        self._localized_nodes = config.localized_nodes
         self._unsupported_weight = config.unsupported_weight
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
@@ -198,6 +201,16 @@ class Aggregator:
             if reason is not None:
                 excluded[(span.span_id, info.code)] = _excluded(span, info.code, reason)
                 continue
+            code = info.code
+            if self._localized_nodes and (local := localized(code, span.text)) is not None:
+                verdict = verdict.model_copy(
+                    update={
+                        "code": local,
+                        "justification": f"{verdict.justification} The note names the site: "
+                        f"localized ({local}), not {code}.",
+                    }
+                )
+                code = local
             if doubt is not None:
                 verdict = verdict.model_copy(
                     update={
@@ -205,7 +218,7 @@ class Aggregator:
                         "justification": f"{verdict.justification} For review: {doubt}.",
                     }
                 )
-            self._add(entries, span, verdict, info.code)
+            self._add(entries, span, verdict, code)
         kept = self._keep_most_specific(entries)
         for entry in kept:
             entry.confidence = entry.combined(self._combine)

@@ -569,3 +569,14 @@ def test_uncertain_behavior_needs_a_histology(catalogue: Catalogue) -> None:
         catalogue, [tumor], [verdict("s1", "D40.10", 0.6)], text=text, uncertain_behavior=False
     )
     assert [c.decision for c in off.codes] == ["accept"]
+
+
+def test_nodes_at_a_named_site_are_localized(catalogue: Catalogue) -> None:
+    text = "Inguinal lymphadenopathy."
+    nodes = make_span("Inguinal lymphadenopathy", text, "s1")
+    out = run(catalogue, [nodes], [verdict("s1", "R59.1", 0.6)], text=text)
+    assert [(c.code, c.decision, c.confidence) for c in out.codes] == [("R59.0", "accept", 0.6)]
+    assert "names the site: localized (R59.0), not R59.1" in out.codes[0].justification
+    assert out.codes[0].evidence[0].text == "Inguinal lymphadenopathy"
+    off = run(catalogue, [nodes], [verdict("s1", "R59.1", 0.6)], text=text, localized_nodes=False)
+    assert [c.code for c in off.codes] == ["R59.1"]

@@ -12,6 +12,7 @@ from icdcoder.shared.guidelines import (
     is_procedure_homonym,
     is_test_result_code,
     is_uncertain_behavior,
+    localized,
     names_a_histology,
     names_a_visit,
     names_an_illness,
@@ -229,3 +230,11 @@ def test_uncertain_behavior_is_a_histologists_finding() -> None:
         assert names_a_histology(histology), histology
     for bare in ("a tumor of 2-3cm in the left testicle", "an 8 cm mass in the left testicle"):
         assert not names_a_histology(bare), bare
+
+
+def test_lymphadenopathy_at_a_named_site_is_localized() -> None:
+    for site in ("Bilateral inguinal lymphadenopathy", "supraclavicular lymphadenopathy"):
+        assert localized("R59.1", site) == "R59.0", site
+    assert localized("R59.1", "lymphadenopathy") is None  # "Lymphadenopathy NOS": R59.1
+    assert localized("R59.1", "generalized cervical and axillary lymphadenopathy") is None
+    assert localized("R59.9", "inguinal adenopathy") is None  # only the generalized code moves
