@@ -313,6 +313,20 @@ def is_test_result_code(code: str) -> bool:
     return code.upper().startswith(_BLOOD_TYPE)
 
 
+#: A blood group as a report writes it: "group O", "Rh negative", "A positive", "AB+" (the
+#: group's letters in capitals: "a positive Mantoux test" gives no group).
+_BLOOD_GROUP = re.compile(
+    r"(?i:\b(?:type|group)\s+)(?:A|B|AB|O)\b|(?i:\brh(?:esus)?\b)"
+    r"|\b(?:A|B|AB|O)\s*(?:Rh\s*)?(?i:positive|negative)\b|\b(?:A|B|AB|O)\s?[+-](?!\w)"
+)
+
+
+def states_a_blood_group(text: str) -> bool:
+    """True when the text gives a blood group ("group O", "A positive", "Rh negative"):
+    what a blood type code (Z67) codes, not a blood count or a blood test."""
+    return _BLOOD_GROUP.search(text) is not None
+
+
 #: Z00-Z13, persons encountering health services for examinations: the reason for a visit.
 _EXAMINATION_ENCOUNTER = tuple(f"Z{n:02d}" for n in range(14))
 _VISIT_WORDING = re.compile(

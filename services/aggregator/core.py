@@ -83,6 +83,7 @@ from icdcoder.shared.guidelines import (
     names_an_illness,
     names_test_or_procedure,
     says_something_is_wrong,
+    states_a_blood_group,
     states_title,
     trauma_wording,
     undocumented,
@@ -533,7 +534,16 @@ class Aggregator:
             )
         if (
             self._procedure_names
-            and (not entry.code.startswith("Z") or is_test_result_code(entry.code))
+            and is_test_result_code(entry.code)
+            and not _any_evidence(entry, states_a_blood_group)
+        ):
+            return (
+                "A blood type code, and its evidence states no blood group",
+                "Z67 codes the group a blood test found ('group O, Rh positive')",
+            )
+        if (
+            self._procedure_names
+            and not entry.code.startswith("Z")
             and all(
                 names_test_or_procedure(ev.text) or is_procedure_homonym(entry.code, ev.text)
                 for ev in entry.evidence.values()

@@ -482,29 +482,34 @@ def test_a_blood_type_or_skin_anaesthesia_needs_more_than_a_procedure(
 ) -> None:
     text = (
         "Blood count. Blood group A Rh positive. The biopsy was performed under local "
-        "anesthesia. Anesthesia of the left hand."
+        "anesthesia. Anesthesia of the left hand. Blood tests showed a normal count."
     )
     count = make_span("Blood count", text, "s1")
     group = make_span("Blood group A Rh positive", text, "s2")
     given = make_span("The biopsy was performed under local anesthesia", text, "s3")
     numb = make_span("Anesthesia of the left hand", text, "s4")
+    normal = make_span("Blood tests showed a normal count", text, "s5")
     verdicts = [
         verdict("s1", "Z67.10", 0.6),
         verdict("s2", "Z67.10", 0.6),
         verdict("s3", "R20.0", 0.6),
         verdict("s4", "R20.0", 0.6),
+        verdict("s5", "Z67.10", 0.6),
     ]
 
     def decision(where: Span, said: Verdict) -> str:
         return run(catalogue, [where], [said], text=text).codes[0].decision
 
-    spans = [count, group, given, numb]
+    spans = [count, group, given, numb, normal]
     assert [decision(s, v) for s, v in zip(spans, verdicts, strict=True)] == [
         "review",  # a blood count gives no blood type
         "accept",
         "review",  # anaesthesia given for a procedure, not numb skin
         "accept",
+        "review",  # a test's result, but no blood group
     ]
+    why = run(catalogue, [normal], [verdicts[4]], text=text).codes[0].justification
+    assert "states no blood group" in why
 
 
 def test_a_code_on_an_age_alone_goes_to_review(catalogue: Catalogue) -> None:

@@ -19,6 +19,7 @@ from icdcoder.shared.guidelines import (
     names_test_or_procedure,
     said_stems,
     says_something_is_wrong,
+    states_a_blood_group,
     states_title,
     title_forms,
     trauma_wording,
@@ -238,3 +239,10 @@ def test_lymphadenopathy_at_a_named_site_is_localized() -> None:
     assert localized("R59.1", "lymphadenopathy") is None  # "Lymphadenopathy NOS": R59.1
     assert localized("R59.1", "generalized cervical and axillary lymphadenopathy") is None
     assert localized("R59.9", "inguinal adenopathy") is None  # only the generalized code moves
+
+
+def test_a_blood_group_is_stated_in_capitals_or_beside_group_or_rh() -> None:
+    for group in ("blood group O, Rh positive", "type A blood", "AB+", "Rh-negative mother"):
+        assert states_a_blood_group(group), group
+    for other in ("Blood count; Blood biochemistry", "a positive Mantoux test", "group 2 nodes"):
+        assert not states_a_blood_group(other), other
