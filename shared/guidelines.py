@@ -429,6 +429,31 @@ def says_something_is_wrong(text: str) -> bool:
     return _SOMETHING_WRONG.search(text) is not None
 
 
+#: Titles of a congenital malformation named by its organ only: "Congenital malformation,
+#: unspecified", "Other specified congenital malformations of kidney".
+_GENERIC_MALFORMATION = re.compile(r"\bcongenital malformations?\b", re.I)
+#: Words that say a malformation is there from birth: "congenital", "agenesis", "atresia".
+_MALFORMATION = re.compile(
+    r"\b(?:congenital\w*|malformations?|malformed|anomal\w*|(?:at|since|from) birth"
+    r"|birth defects?|a?genesis|dysgenesis|aplasia|hypoplasia|atresia|ectopi\w*|accessory"
+    r"|duplicat\w*|cleft)\b",
+    re.I,
+)
+
+
+def is_generic_malformation(title: str) -> bool:
+    """A congenital malformation named by its organ only (Q89.9 "Congenital malformation,
+    unspecified", Q63.8 "Other specified congenital malformations of kidney")."""
+    return _GENERIC_MALFORMATION.search(title) is not None
+
+
+def names_a_malformation(text: str) -> bool:
+    """True when the text says a malformation is there from birth ("congenital",
+    "agenesis", "venous malformation"), which "a deformity" or "dysplasia" of tissue do not
+    (Guidelines I.C.17: Q00-Q99 code a documented congenital anomaly)."""
+    return _MALFORMATION.search(text) is not None
+
+
 #: D37-D44: neoplasms of uncertain behavior, a histologist's finding.
 _UNCERTAIN_BEHAVIOR = tuple(f"D{n}" for n in range(37, 45))
 #: What says so: the word itself, or a named histology the Alphabetic Index gives an uncertain

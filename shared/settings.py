@@ -205,7 +205,9 @@ class AggregatorConfig(Section):
         default=True,
         description="an unspecified disorder of an organ (M89.9 'Disorder of bone, "
         "unspecified') goes to review unless its evidence says something is wrong (a disease, "
-        "lesion, abnormality, -itis): 'bone densitometry' or 'her liver' is no disorder",
+        "lesion, abnormality, -itis): 'bone densitometry' or 'her liver' is no disorder; so "
+        "does a congenital malformation named by its organ (Q89.9) unless its evidence says "
+        "congenital, malformation, agenesis, atresia",
     )
     uncertain_behavior: bool = Field(
         default=True,

@@ -40,6 +40,9 @@ Rules, in order:
    - an unspecified disorder of an organ whose evidence names the organ and says nothing is
      wrong with it (M89.9 "Disorder of bone, unspecified" on "Bone densitometry"), and a code
      whose evidence only gives the patient's age or sex, or R69 with no one said to be ill;
+   - a congenital malformation named by its organ (Q89.9, Q63.8) whose evidence says nothing
+     is malformed from birth ("preserved urothelium without dysplasia"), and a blood type
+     code (Z67) whose evidence states no blood group ("Blood count");
    - a neoplasm of uncertain behavior (D37-D44) whose evidence names a tumor or mass and no
      histology (the Alphabetic Index: Tumor -> Neoplasm, unspecified behavior, D49).
 8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
@@ -71,6 +74,7 @@ from icdcoder.shared.guidelines import (
     is_definitive,
     is_examination_encounter,
     is_generic_disorder,
+    is_generic_malformation,
     is_ill_defined,
     is_injury_chapter,
     is_procedure_homonym,
@@ -79,6 +83,7 @@ from icdcoder.shared.guidelines import (
     is_uncertain_behavior,
     localized,
     names_a_histology,
+    names_a_malformation,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -520,6 +525,16 @@ class Aggregator:
                 "An unspecified disorder of an organ, and its evidence names the organ but"
                 " says nothing is wrong with it",
                 "a disorder is coded where the note says the organ is diseased or abnormal",
+            )
+        if (
+            self._generic_disorders
+            and is_generic_malformation(entry.description)
+            and not _any_evidence(entry, names_a_malformation)
+        ):
+            return (
+                "A congenital malformation named by its organ, and its evidence says nothing"
+                " is malformed from birth",
+                "Q00-Q99 code a congenital anomaly the note documents",
             )
         if (
             self._uncertain_behavior

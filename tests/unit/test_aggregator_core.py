@@ -585,3 +585,13 @@ def test_nodes_at_a_named_site_are_localized(catalogue: Catalogue) -> None:
     assert out.codes[0].evidence[0].text == "Inguinal lymphadenopathy"
     off = run(catalogue, [nodes], [verdict("s1", "R59.1", 0.6)], text=text, localized_nodes=False)
     assert [c.code for c in off.codes] == ["R59.1"]
+
+
+def test_a_malformation_named_by_its_organ_needs_one_said(catalogue: Catalogue) -> None:
+    text = "Preserved urothelium without dysplasia. Congenital anomaly of the ear."
+    tissue = make_span("Preserved urothelium without dysplasia", text, "s1")
+    anomaly = make_span("Congenital anomaly of the ear", text, "s2")
+    verdicts = [verdict("s1", "Q89.9", 0.6), verdict("s2", "Q17.9", 0.5)]
+    out = run(catalogue, [tissue, anomaly], verdicts, text=text)
+    assert [(c.code, c.decision) for c in out.codes] == [("Q17.9", "accept"), ("Q89.9", "review")]
+    assert "says nothing is malformed from birth" in out.codes[1].justification

@@ -8,12 +8,14 @@ from icdcoder.shared.guidelines import (
     is_definitive,
     is_examination_encounter,
     is_generic_disorder,
+    is_generic_malformation,
     is_ill_defined,
     is_procedure_homonym,
     is_test_result_code,
     is_uncertain_behavior,
     localized,
     names_a_histology,
+    names_a_malformation,
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
@@ -246,3 +248,13 @@ def test_a_blood_group_is_stated_in_capitals_or_beside_group_or_rh() -> None:
         assert states_a_blood_group(group), group
     for other in ("Blood count; Blood biochemistry", "a positive Mantoux test", "group 2 nodes"):
         assert not states_a_blood_group(other), other
+
+
+def test_a_malformation_named_by_its_organ_needs_one_said() -> None:
+    assert is_generic_malformation("Congenital malformation, unspecified")
+    assert is_generic_malformation("Other specified congenital malformations of kidney")
+    assert not is_generic_malformation("Down syndrome, unspecified")
+    for said in ("seminal vesicle agenesis", "venous malformations", "congenital absence"):
+        assert names_a_malformation(said), said
+    for tissue in ("preserved urothelium without dysplasia", "penile deformity", "a defect"):
+        assert not names_a_malformation(tissue), tissue
