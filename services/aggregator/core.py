@@ -52,7 +52,8 @@ Rules, in order:
    I11.0; E11.- and N18.-: E11.22) is proposed for review, on its parts' evidence, at the
    lowest of their confidences.
 10. Ranked by confidence. A code sent to review because its evidence cannot support it (the
-    patient, injury, examination, organ, age, illness, histology and test-name rules of 7)
+    patient, injury, examination, organ, malformation, blood group, age, illness, histology
+    and test-name rules of 7)
     keeps only ``unsupported_weight`` of its confidence: it ranks below the codes the note
     does support. A code that yields to a rival (Excludes1, one per category, an explaining
     diagnosis) keeps its confidence.
