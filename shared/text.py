@@ -2,7 +2,7 @@
 
 A catalogue text's *content words* leave out function words and the catalogue's own filler
 ("unspecified", "other", "type"); words are compared by a crude prefix stem so that
-"calculi" meets "calculus" while "renal" and "kidney" stay apart.
+"calculi" meets "calculus", and a note's "renal lithiasis" the title's "calculus of kidney".
 """
 
 from __future__ import annotations
@@ -135,13 +135,49 @@ _BRITISH_RE = re.compile(r"ae|oe(?!$)")
 _STEM_MIN, _STEM_MAX = 6, 12
 
 
+#: A note's adjective or Greek name for what a title calls by its English noun: "renal
+#: lithiasis" says "kidney calculus" (N20.0), "hepatic" "liver".
+_SAME_AS = {
+    "renal": "kidney",
+    "hepatic": "liver",
+    "pulmonary": "lung",
+    "cardiac": "heart",
+    "gastric": "stomach",
+    "cerebral": "brain",
+    "ocular": "eye",
+    "cutaneous": "skin",
+    "splenic": "spleen",
+    "osseous": "bone",
+    "ovarian": "ovary",
+    "uterine": "uterus",
+    "testicular": "testis",
+    "testicle": "testis",
+    "testicles": "testis",
+    "prostatic": "prostate",
+    "vesical": "bladder",
+    "lithiasis": "calculus",
+    "stone": "calculus",
+    "stones": "calculus",
+    "abdominal": "abdomen",
+    "thoracic": "thorax",
+    "vertebral": "vertebra",
+    "mammary": "breast",
+    "neoplasia": "neoplasm",
+    "neoplastic": "neoplasm",
+    "tumour": "tumor",
+    "cephalea": "headache",
+    "cephalalgia": "headache",
+}
+
+
 @lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """A crude stem: the word less its ending, cut to twelve characters, so 'renal'/'kidney'
-    stay apart, 'calculi'/'calculus' and 'hypertension'/'hypertensive' meet, and
+    """A crude stem: the word less its ending, cut to twelve characters, so
+    'calculi'/'calculus' and 'hypertension'/'hypertensive' meet, and
     'hypercholesterolemia'/'hyperchylomicronemia' (a six-character prefix) do not; 'ae' and
-    'oe' are read as 'e' ('hyperglycaemia', 'oedema')."""
-    word = _BRITISH_RE.sub("e", word)
+    'oe' are read as 'e' ('hyperglycaemia', 'oedema'), and an organ's adjective as its noun
+    ('renal' is 'kidney', 'lithiasis' 'calculus')."""
+    word = _BRITISH_RE.sub("e", _SAME_AS.get(word, word))
     if len(word) <= _STEM_MIN:
         return word
     for ending in _ENDINGS:
