@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 from icdcoder.shared.messages import Span
-from icdcoder.shared.text import content_words
+from icdcoder.shared.text import content_words, in_title_words
 
 
 def contextual_text(span: Span) -> str | None:
@@ -26,10 +26,16 @@ def contextual_text(span: Span) -> str | None:
 
 
 def query_texts(span: Span) -> list[str]:
-    """The texts searched for a span: the span itself, its context reading if any, and the
-    phrases of a long span (:func:`phrases`)."""
-    extra = contextual_text(span)
-    return [span.text, *([] if extra is None else [extra]), *phrases(span.text)]
+    """The texts searched for a span: the span itself, its context reading if any, the
+    phrases of a long span (:func:`phrases`) and the span in the titles' words ("renal
+    lithiasis" is also searched as "kidney calculus": ``shared/text.in_title_words``)."""
+    context, titled = contextual_text(span), in_title_words(span.text)
+    return [
+        span.text,
+        *([] if context is None else [context]),
+        *phrases(span.text),
+        *([] if titled is None else [titled]),
+    ]
 
 
 #: A span of more words than this is also searched phrase by phrase.

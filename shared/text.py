@@ -218,3 +218,23 @@ def stem_coverage(text_stems: frozenset[str], code_text: str) -> float:
 def coverage(span_text: str, code_text: str) -> float:
     """Share of the code text's content words (by stem) that the span contains."""
     return stem_coverage(stems(span_text), code_text)
+
+
+_LETTERS_RE = re.compile(r"[A-Za-z]+")
+
+
+def in_title_words(text: str) -> str | None:
+    """The text with a note's organ adjectives and Greek names written as the titles' nouns
+    ("left renal lithiasis" -> "left kidney calculus"), or None when it has none."""
+    changed = False
+
+    def title_word(match: re.Match[str]) -> str:
+        nonlocal changed
+        same = _SAME_AS.get(match.group().lower())
+        if same is None:
+            return match.group()
+        changed = True
+        return same
+
+    written = _LETTERS_RE.sub(title_word, text)
+    return written if changed else None

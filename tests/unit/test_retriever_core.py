@@ -82,6 +82,15 @@ def test_a_long_span_is_also_searched_phrase_by_phrase() -> None:
     assert query_texts(span) == [text, f"personal history of {text}", *phrases(text)]
 
 
+def test_a_span_is_also_searched_in_the_titles_words() -> None:
+    text = "Left renal lithiasis."
+    span = make_span("Left renal lithiasis", text)
+    assert query_texts(span) == ["Left renal lithiasis", "Left kidney calculus"]
+    assert query_texts(
+        make_span("Left kidney calculus", text.replace("renal lithiasis", "kidney calculus"))
+    ) == ["Left kidney calculus"]
+
+
 def test_note_without_spans() -> None:
     out = make_retriever().retrieve(SegmentedNote(note_id="n3", text="ok", spans=[]))
     assert out.items == []
