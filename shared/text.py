@@ -137,37 +137,23 @@ _STEM_MIN, _STEM_MAX = 6, 12
 
 #: A note's adjective or Greek name for what a title calls by its English noun: "renal
 #: lithiasis" says "kidney calculus" (N20.0), "hepatic" "liver".
-_SAME_AS = {
-    "renal": "kidney",
-    "hepatic": "liver",
-    "pulmonary": "lung",
-    "cardiac": "heart",
-    "gastric": "stomach",
-    "cerebral": "brain",
-    "ocular": "eye",
-    "cutaneous": "skin",
-    "splenic": "spleen",
-    "osseous": "bone",
-    "ovarian": "ovary",
-    "uterine": "uterus",
-    "testicular": "testis",
-    "testicle": "testis",
-    "testicles": "testis",
-    "prostatic": "prostate",
-    "vesical": "bladder",
-    "lithiasis": "calculus",
-    "stone": "calculus",
-    "stones": "calculus",
-    "abdominal": "abdomen",
-    "thoracic": "thorax",
-    "vertebral": "vertebra",
-    "mammary": "breast",
-    "neoplasia": "neoplasm",
-    "neoplastic": "neoplasm",
-    "tumour": "tumor",
-    "cephalea": "headache",
-    "cephalalgia": "headache",
-}
+_SAME_AS = dict(
+    pair.split("=")
+    for pair in vocabulary(
+        """renal=kidney hepatic=liver pulmonary=lung cardiac=heart gastric=stomach
+        cerebral=brain cerebellar=cerebellum ocular=eye cutaneous=skin splenic=spleen
+        osseous=bone ovarian=ovary uterine=uterus vaginal=vagina testicular=testis
+        testicle=testis testicles=testis prostatic=prostate vesical=bladder urethral=urethra
+        ureteral=ureter esophageal=esophagus colonic=colon rectal=rectum anal=anus
+        pancreatic=pancreas pleural=pleura pericardial=pericardium peritoneal=peritoneum
+        aortic=aorta venous=vein muscular=muscle articular=joint abdominal=abdomen
+        thoracic=thorax pelvic=pelvis vertebral=vertebra femoral=femur humeral=humerus
+        tibial=tibia fibular=fibula ulnar=ulna nasal=nose lingual=tongue dental=tooth
+        mammary=breast lithiasis=calculus stone=calculus stones=calculus neoplasia=neoplasm
+        neoplastic=neoplasm tumour=tumor cephalea=headache cephalalgia=headache
+        febrile=fever pyrexia=fever emesis=vomiting"""
+    )
+)
 
 
 @lru_cache(maxsize=1 << 16)
