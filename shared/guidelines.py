@@ -394,10 +394,12 @@ def names_an_illness(text: str) -> bool:
 
 
 #: Titles of an unspecified disorder of an organ or system: "Disorder of bone, unspecified",
-#: "Liver disease, unspecified", "Other disorders of retroperitoneum". Infections (A-B) and
+#: "Liver disease, unspecified", "Other disorders of retroperitoneum", "Coagulation defect,
+#: unspecified". Infections (A-B) and
 #: mental disorders (F) are named by their organism or kind, not an organ, and stay out.
 _GENERIC_DISORDER = re.compile(
-    r"\b(?:disorders?|diseases?)\b.*\bunspecified\b|\bunspecified\b.*\b(?:disorders?|diseases?)\b"
+    r"\b(?:disorders?|diseases?|defects?)\b.*\bunspecified\b"
+    r"|\bunspecified\b.*\b(?:disorders?|diseases?|defects?)\b"
     r"|^other (?:disorders?|diseases?) of\b",
     re.I,
 )

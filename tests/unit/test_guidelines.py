@@ -212,6 +212,8 @@ def test_an_unspecified_disorder_of_an_organ_needs_something_wrong() -> None:
     assert is_generic_disorder("M89.9", "Disorder of bone, unspecified")
     assert is_generic_disorder("K76.9", "Liver disease, unspecified")
     assert is_generic_disorder("K68.9", "Other disorders of retroperitoneum")
+    assert is_generic_disorder("D68.9", "Coagulation defect, unspecified")
+    assert not says_something_is_wrong("coagulation") and says_something_is_wrong("a defect")
     # named by their kind or organism, or not unspecified: left be
     assert not is_generic_disorder("F41.9", "Anxiety disorder, unspecified")
     assert not is_generic_disorder("B25.9", "Cytomegaloviral disease, unspecified")
