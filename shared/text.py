@@ -151,7 +151,7 @@ _SAME_AS = dict(
         tibial=tibia fibular=fibula ulnar=ulna nasal=nose lingual=tongue dental=tooth
         mammary=breast lithiasis=calculus stone=calculus stones=calculus neoplasia=neoplasm
         neoplastic=neoplasm tumour=tumor cephalea=headache cephalalgia=headache
-        febrile=fever pyrexia=fever emesis=vomiting"""
+        febrile=fever pyrexia=fever emesis=vomiting ii=2 iii=3"""
     )
 )
 

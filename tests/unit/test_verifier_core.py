@@ -61,6 +61,7 @@ def test_words_and_coverage() -> None:
         ("renal", "kidney"),
         ("hepatic", "liver"),
         ("lithiasis", "calculus"),
+        ("ii", "2"),  # "type II diabetes" is "Type 2 diabetes mellitus"
     ],
 )
 def test_inflections_and_spellings_share_a_stem(word: str, other: str) -> None:
