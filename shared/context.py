@@ -40,12 +40,14 @@ def query_texts(span: Span) -> list[str]:
 
 #: A span of more words than this is also searched phrase by phrase.
 LONG_SPAN_WORDS = 5
-#: Where a long span's phrases part: brackets, commas, linking verbs and the words that join
-#: two conditions ("fever with chills", "a mass that was compatible with a lipoma").
+#: Where a long span's phrases part: brackets, commas, linking verbs, the words that join two
+#: conditions ("fever with chills", "a mass that was compatible with a lipoma") and those of
+#: its treatment ("type 2 diabetes controlled by diet").
 _PHRASE_BREAK = re.compile(
     r"\s*(?:[(),]|\b(?:due to|secondary to|caused by|associated with|following|after|with"
     r"|without|appears?|appeared|was|were|is|are|had|has|have|showed|shows|revealed|presented"
-    r"|presenting|persistence of|presence of|compatible with|suggestive of|consistent with)\b)"
+    r"|presenting|persistence of|presence of|compatible with|suggestive of|consistent with"
+    r"|treated|controlled|managed|requiring|required)\b)"
     r"\s*",
     re.IGNORECASE,
 )

@@ -76,6 +76,10 @@ def test_a_long_span_is_also_searched_phrase_by_phrase() -> None:
     text = "Vomiting and several diarrheal stools appear, with persistence of the febrile syndrome"
     assert phrases(text) == ["Vomiting and several diarrheal stools", "the febrile syndrome"]
     assert phrases("persistent febrile syndrome with chills") == []  # five words: searched whole
+    assert phrases("type 2 diabetes controlled by conventional medical treatment") == [
+        "type 2 diabetes",
+        "by conventional medical treatment",
+    ]
     # a phrase of function words only is not searched
     assert phrases("a mass was seen in the liver, which was") == ["a mass", "seen in the liver"]
     span = make_span(text, text, historical=True)
