@@ -116,7 +116,32 @@ def content_words(text: str) -> list[str]:
 # pure functions of one string are cached.
 @lru_cache(maxsize=1 << 16)
 def _content_words(text: str) -> tuple[str, ...]:
-    return tuple(w for w in _WORD_RE.findall(as_bones(text.lower())) if w not in FILLER_WORDS)
+    text = as_bones(spelled_out(text).lower())
+    return tuple(w for w in _WORD_RE.findall(text) if w not in FILLER_WORDS)
+
+
+#: A condition's or organism's abbreviation, in capitals, and what a title calls it.
+_ABBREVIATIONS = {
+    "DM": "diabetes mellitus",
+    "COPD": "chronic obstructive pulmonary disease",
+    "AF": "atrial fibrillation",
+    "CKD": "chronic kidney disease",
+    "UTI": "urinary tract infection",
+    "HTN": "hypertension",
+    "AMI": "acute myocardial infarction",
+    "CHF": "congestive heart failure",
+    "DVT": "deep vein thrombosis",
+    "HCV": "hepatitis C virus",
+    "HBV": "hepatitis B virus",
+    "CMV": "cytomegalovirus",
+    "EBV": "Epstein-Barr virus",
+}
+_ABBREVIATION_RE = re.compile(rf"\b(?:{'|'.join(_ABBREVIATIONS)})\b")
+
+
+def spelled_out(text: str) -> str:
+    """The text with a condition's abbreviation spelled out ("DM" -> "diabetes mellitus")."""
+    return _ABBREVIATION_RE.sub(lambda match: _ABBREVIATIONS[match.group()], text)
 
 
 #: Endings taken off before the prefix is cut, longest first: inflection and the suffixes
@@ -210,8 +235,9 @@ _LETTERS_RE = re.compile(r"[A-Za-z]+")
 
 
 def in_title_words(text: str) -> str | None:
-    """The text with a note's organ adjectives and Greek names written as the titles' nouns
-    ("left renal lithiasis" -> "left kidney calculus"), or None when it has none."""
+    """The text with a note's organ adjectives, Greek names and abbreviations written as the
+    titles' words ("left renal lithiasis" -> "left kidney calculus", "DM" -> "diabetes
+    mellitus"), or None when it has none."""
     changed = False
 
     def title_word(match: re.Match[str]) -> str:
@@ -222,5 +248,5 @@ def in_title_words(text: str) -> str | None:
         changed = True
         return same
 
-    written = _LETTERS_RE.sub(title_word, text)
-    return written if changed else None
+    written = _LETTERS_RE.sub(title_word, spelled_out(text))
+    return written if changed or written != text else None

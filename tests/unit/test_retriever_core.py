@@ -91,6 +91,8 @@ def test_a_span_is_also_searched_in_the_titles_words() -> None:
     text = "Left renal lithiasis."
     span = make_span("Left renal lithiasis", text)
     assert query_texts(span) == ["Left renal lithiasis", "Left kidney calculus"]
+    dm = make_span("DM", "DM.")
+    assert query_texts(dm) == ["DM", "diabetes mellitus"]
     assert query_texts(
         make_span("Left kidney calculus", text.replace("renal lithiasis", "kidney calculus"))
     ) == ["Left kidney calculus"]
