@@ -44,6 +44,9 @@ def test_words_and_coverage() -> None:
     assert coverage(femoral_neck, "Fracture of neck of femur") == 1.0
     assert coverage(femoral_neck, "Fracture of neck, unspecified") == 0.5
     assert coverage("left renal lithiasis", "Calculus of kidney") == 1.0
+    # "site not specified" and "not elsewhere classified" are the catalogue's filler
+    assert coverage("urinary tract infection", "Urinary tract infection, site not specified") == 1
+    assert coverage("hemorrhage", "Hemorrhage, not elsewhere classified") == 1.0
     # a condition's abbreviation in capitals is spelled out; a word in lower case is left be
     assert coverage("DM", "Type 2 diabetes mellitus without complications") == 2 / 4
     assert coverage("dm", "Type 2 diabetes mellitus without complications") == 0.0
