@@ -25,15 +25,16 @@ def contextual_text(span: Span) -> str | None:
     return None
 
 
-def query_texts(span: Span) -> list[str]:
+def query_texts(span: Span, *, by_phrase: bool = True) -> list[str]:
     """The texts searched for a span: the span itself, its context reading if any, the
-    phrases of a long span (:func:`phrases`) and the span in the titles' words ("renal
-    lithiasis" is also searched as "kidney calculus": ``shared/text.in_title_words``)."""
+    phrases of a long span when ``by_phrase`` (:func:`phrases`) and the span in the titles'
+    words ("renal lithiasis" is also searched as "kidney calculus":
+    ``shared/text.in_title_words``)."""
     context, titled = contextual_text(span), in_title_words(span.text)
     return [
         span.text,
         *([] if context is None else [context]),
-        *phrases(span.text),
+        *(phrases(span.text) if by_phrase else []),
         *([] if titled is None else [titled]),
     ]
 

@@ -97,6 +97,12 @@ class RetrieverConfig(Section):
         description="query vectors kept in memory, so a text met again is not embedded again "
         "(0: none; 1.5 KiB each with the default model)",
     )
+    phrases: bool = Field(
+        default=True,
+        description="also search a span of more than five words phrase by phrase: more codes "
+        "found (dev MAP 0.357 against 0.350, recall@20 0.747 against 0.728), about a sixth "
+        "fewer notes/s",
+    )
     search_ruled_out: bool = Field(
         default=False,
         description="also search negated spans (on with ICDCODER_NEGATED_MENTIONS=review; "

@@ -37,7 +37,7 @@ from icdcoder.services.retriever.core import (
     memory_hits,
     merge_memory,
 )
-from icdcoder.shared.context import query_texts, rules_out_every_code
+from icdcoder.shared.context import rules_out_every_code
 from icdcoder.shared.memory import Example
 from icdcoder.shared.messages import NoteIn, RetrievedNote, SegmentedNote
 from icdcoder.shared.pack import Pack
@@ -102,7 +102,7 @@ def retrieve_cases(
         first, rows = 0, []
         for span in segmented.spans:
             rows.append(first)
-            first += len(query_texts(span))
+            first += len(retriever.queries(span))
         if rows:
             assert recorder.last is not None
             vectors.append(recorder.last[rows])

@@ -117,6 +117,7 @@ def retrieve_catalogue(
                 top_k=config.top_k,
                 lexical=lexical,
                 search_ruled_out=True,
+                phrases=config.phrases,
             )
 
         segmenter = Segmenter(settings.segmenter)

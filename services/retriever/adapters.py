@@ -156,6 +156,7 @@ def load_retriever(
         memory=examples,
         lexical=lexical_side(bundle, config, cache_dir),
         search_ruled_out=config.search_ruled_out,
+        phrases=config.phrases,
     )
 
 
@@ -197,15 +198,16 @@ def lexical_side(bundle: IndexBundle, config: RetrieverConfig, cache_dir: Path) 
 
 def runtime(config: RetrieverConfig) -> str:
     """What, besides the pack, the retrieved candidates depend on: the query encoder, the
-    catalogue's precision, the index kind (HNSW with its search breadth), the lexical side and
-    which spans are searched."""
+    catalogue's precision, the index kind (HNSW with its search breadth), the lexical side,
+    which spans are searched and whether a long span's phrases are too."""
     catalogue = "torch" if config.catalogue_precision == "full" else encoder_kind(config)
     index: str = index_kind(config)
     if index == "hnsw":
         index += f"-{config.hnsw_ef_search}"
     lexical = f"/bm25-{config.lexical_k}" if config.lexical else ""
     ruled_out = "/all-spans" if config.search_ruled_out else ""
-    return f"{encoder_kind(config)}/{catalogue}/{index}{lexical}{ruled_out}"
+    whole = "" if config.phrases else "/whole-spans"
+    return f"{encoder_kind(config)}/{catalogue}/{index}{lexical}{ruled_out}{whole}"
 
 
 def retriever_for(

@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 
 from icdcoder.shared.cancel import checkpoint
 from icdcoder.shared.context import query_texts, rules_out_every_code
-from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, SpanCandidates
+from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, Span, SpanCandidates
 
 Vectors = npt.NDArray[np.float32]
 
@@ -174,6 +174,7 @@ class Retriever:
         memory: ExampleIndex | None = None,
         lexical: Lexical | None = None,
         search_ruled_out: bool = False,
+        phrases: bool = True,
     ) -> None:
         self._encoder = encoder
         self._index = index
@@ -187,6 +188,12 @@ class Retriever:
         #: Also search spans no code may come of (:func:`rules_out_every_code`); they get no
         #: candidates otherwise, and cost no encoder time.
         self.search_ruled_out = search_ruled_out
+        #: Also search a long span's phrases (``shared/context.phrases``).
+        self.phrases = phrases
+
+    def queries(self, span: Span) -> list[str]:
+        """The texts searched for a span, its own text first."""
+        return query_texts(span, by_phrase=self.phrases)
 
     def retrieve(self, note: SegmentedNote) -> RetrievedNote:
         return self.retrieve_many([note])[0]
@@ -207,7 +214,7 @@ class Retriever:
                     continue
                 spans.append(i)
                 firsts.append(len(queries))
-                for text in query_texts(span):
+                for text in self.queries(span):
                     queries.append(text)
                     owner.append((n, i))
             searched.append(spans)

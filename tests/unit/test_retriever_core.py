@@ -85,6 +85,13 @@ def test_a_long_span_is_also_searched_phrase_by_phrase() -> None:
     span = make_span(text, text, historical=True)
     titled = text.replace("febrile", "fever")  # and in the titles' words
     assert query_texts(span) == [text, f"personal history of {text}", *phrases(text), titled]
+    # ICDCODER_RETRIEVER__PHRASES=false: the whole span only
+    whole = [text, f"personal history of {text}", titled]
+    assert query_texts(span, by_phrase=False) == whole
+    retriever = make_retriever()
+    assert retriever.queries(span) == query_texts(span)
+    retriever.phrases = False
+    assert retriever.queries(span) == whole
 
 
 def test_a_span_is_also_searched_in_the_titles_words() -> None:
