@@ -180,10 +180,10 @@ class Aggregator:
         self._injury_needs_trauma = config.injury_needs_trauma
         self._combination_codes = config.combination_codes
         self._procedure_names = config.procedure_names
-        self._ill_defined = config.ill_defined
-        self._generic_disorders = config.generic_disorders
-        self._uncertain_behavior = config.uncertain_behavior
         self._localized_nodes = config.localized_nodes
+        self._wording_rules = tuple(
+            rule for rule in _NEEDS_WORDING if getattr(config, rule.setting)
+        )
         self._unsupported_weight = config.unsupported_weight
 
     def aggregate(self, note: VerifiedNote) -> CodedNote:
@@ -508,55 +508,9 @@ class Aggregator:
                 "Its evidence only says who the patient is (age, sex)",
                 "an age or a sex is not a diagnosis",
             )
-        if (
-            self._ill_defined
-            and is_ill_defined(entry.code)
-            and not _any_evidence(entry, names_an_illness)
-        ):
-            return (
-                "Illness, unspecified, and its evidence says no one is ill",
-                "R69 is for an illness the note speaks of without naming it",
-            )
-        if (
-            self._generic_disorders
-            and is_generic_disorder(entry.code, entry.description)
-            and not _any_evidence(entry, says_something_is_wrong)
-        ):
-            return (
-                "An unspecified disorder of an organ, and its evidence names the organ but"
-                " says nothing is wrong with it",
-                "a disorder is coded where the note says the organ is diseased or abnormal",
-            )
-        if (
-            self._generic_disorders
-            and is_generic_malformation(entry.description)
-            and not _any_evidence(entry, names_a_malformation)
-        ):
-            return (
-                "A congenital malformation named by its organ, and its evidence says nothing"
-                " is malformed from birth",
-                "Q00-Q99 code a congenital anomaly the note documents",
-            )
-        if (
-            self._uncertain_behavior
-            and is_uncertain_behavior(entry.code)
-            and not _any_evidence(entry, names_a_histology)
-        ):
-            return (
-                "A neoplasm of uncertain behavior, and its evidence names a tumor or mass but"
-                " no histology",
-                "the Alphabetic Index codes a tumor of no stated histology as of unspecified"
-                " behavior (D49); uncertain behavior is the histologist's finding",
-            )
-        if (
-            self._procedure_names
-            and is_test_result_code(entry.code)
-            and not _any_evidence(entry, states_a_blood_group)
-        ):
-            return (
-                "A blood type code, and its evidence states no blood group",
-                "Z67 codes the group a blood test found ('group O, Rh positive')",
-            )
+        for rule in self._wording_rules:
+            if rule.applies(entry) and not _any_evidence(entry, rule.says):
+                return rule.reason, rule.check
         if (
             self._procedure_names
             and not entry.code.startswith("Z")
@@ -579,6 +533,61 @@ class Aggregator:
             (k for k in accepted if k.code[:3] == entry.code[:3] and self._only_general(entry, k)),
             None,
         )
+
+
+@dataclass(frozen=True)
+class _NeedsWording:
+    """A code that its evidence must say something for (R69: that someone is ill), on while
+    the ``setting`` of :class:`AggregatorConfig` is; else it goes to review with the
+    ``reason``, and ``check`` tells the coder what to look for."""
+
+    setting: str
+    applies: Callable[[_Entry], bool]
+    says: Callable[[str], bool]
+    reason: str
+    check: str
+
+
+_NEEDS_WORDING = (
+    _NeedsWording(
+        "ill_defined",
+        lambda entry: is_ill_defined(entry.code),
+        names_an_illness,
+        "Illness, unspecified, and its evidence says no one is ill",
+        "R69 is for an illness the note speaks of without naming it",
+    ),
+    _NeedsWording(
+        "generic_disorders",
+        lambda entry: is_generic_disorder(entry.code, entry.description),
+        says_something_is_wrong,
+        "An unspecified disorder of an organ, and its evidence names the organ but says"
+        " nothing is wrong with it",
+        "a disorder is coded where the note says the organ is diseased or abnormal",
+    ),
+    _NeedsWording(
+        "generic_disorders",
+        lambda entry: is_generic_malformation(entry.description),
+        names_a_malformation,
+        "A congenital malformation named by its organ, and its evidence says nothing is"
+        " malformed from birth",
+        "Q00-Q99 code a congenital anomaly the note documents",
+    ),
+    _NeedsWording(
+        "uncertain_behavior",
+        lambda entry: is_uncertain_behavior(entry.code),
+        names_a_histology,
+        "A neoplasm of uncertain behavior, and its evidence names a tumor or mass but no histology",
+        "the Alphabetic Index codes a tumor of no stated histology as of unspecified behavior"
+        " (D49); uncertain behavior is the histologist's finding",
+    ),
+    _NeedsWording(
+        "procedure_names",
+        lambda entry: is_test_result_code(entry.code),
+        states_a_blood_group,
+        "A blood type code, and its evidence states no blood group",
+        "Z67 codes the group a blood test found ('group O, Rh positive')",
+    ),
+)
 
 
 def _any_evidence(entry: _Entry, says: Callable[[str], bool]) -> bool:
