@@ -242,15 +242,7 @@ def in_title_words(text: str) -> str | None:
     """The text with a note's organ adjectives, Greek names and abbreviations written as the
     titles' words ("left renal lithiasis" -> "left kidney calculus", "DM" -> "diabetes
     mellitus"), or None when it has none."""
-    changed = False
-
-    def title_word(match: re.Match[str]) -> str:
-        nonlocal changed
-        same = _SAME_AS.get(match.group().lower())
-        if same is None:
-            return match.group()
-        changed = True
-        return same
-
-    written = _LETTERS_RE.sub(title_word, spelled_out(text))
-    return written if changed or written != text else None
+    written = _LETTERS_RE.sub(
+        lambda match: _SAME_AS.get(match.group().lower(), match.group()), spelled_out(text)
+    )
+    return None if written == text else written
