@@ -27,6 +27,7 @@ from icdcoder.training.train import (
     FitOptions,
     FitReport,
     TrainingData,
+    base_tree_params,
     fit_weights,
     retrieve_corpus,
 )
@@ -81,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="boosted trees (default; the base's tree settings) or logistic weights",
     )
     parser.add_argument(
+        "--trees", type=positive_int, help="boosting rounds of the note trees (the base's)"
+    )
+    parser.add_argument("--leaves", type=positive_int, help="leaves of each note tree (the base's)")
+    parser.add_argument(
+        "--min-leaf", type=positive_int, help="fewest codes a note tree's leaf holds (the base's)"
+    )
+    parser.add_argument(
         "--no-span", action="store_true", help="keep the base's span weights, fit the note model"
     )
     parser.add_argument(
@@ -112,6 +120,9 @@ def _problem(args: argparse.Namespace) -> str | None:
                 f"unknown span feature(s) {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(FEATURES)}"
             )
+    trees = (args.trees, args.leaves, args.min_leaf)
+    if args.note_model == "logistic" and any(v is not None for v in trees):
+        return "--trees, --leaves and --min-leaf set the note trees, not logistic weights"
     if args.no_span and args.span_cases is not None:
         return "--span-cases and --no-span contradict each other"
     return None
@@ -158,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         if args.span_features
         else None,
         note_model=args.note_model,
+        tree_params=tree_params(base, args),
         considered=args.considered,
     )
     try:
@@ -180,6 +192,16 @@ def run(args: argparse.Namespace) -> int:
         f"total {time.perf_counter() - started:.0f}"
     )
     return 0
+
+
+def tree_params(base: dict[str, Any], args: argparse.Namespace) -> dict[str, float | int]:
+    """The base's tree settings with those the command line sets."""
+    given = {
+        "max_iter": args.trees,
+        "max_leaf_nodes": args.leaves,
+        "min_samples_leaf": args.min_leaf,
+    }
+    return base_tree_params(base) | {name: v for name, v in given.items() if v is not None}
 
 
 def write_pack(

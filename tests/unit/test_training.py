@@ -374,6 +374,7 @@ def test_reported_splits_are_refused(
         (["--name", "Bad Name"], "pack name"),
         (["--span-features", "score,nope"], "unknown span feature"),
         (["--no-span", "--span-cases", "3"], "contradict"),
+        (["--note-model", "logistic", "--trees", "10"], "not logistic weights"),
     ],
 )
 def test_bad_arguments_fail_in_one_line_before_any_work(
@@ -421,6 +422,13 @@ def test_train_writes_a_pack_that_loads_with_the_new_weights(
     # a second run into the same folder is refused before any work
     assert main([*argv, "--no-progress"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+    # the tree settings the command line gives replace the base's, the others stay
+    bigger = ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--name", "b"]
+    assert main([*bigger, "--trees", "7", "--leaves", "5", "--min-leaf", "3", "--no-progress"]) == 0
+    assert "7 trees of 5 leaves" in capsys.readouterr().out
+    params = json.loads((tmp_path / "b" / "weights.json").read_text())["note"]["params"]
+    base = read_weights(BUILTIN / "weights.json")["note"]["params"]
+    assert params == base | {"max_iter": 7, "max_leaf_nodes": 5, "min_samples_leaf": 3}
 
 
 def test_the_retrieval_cache_key_names_the_hnsw_search_breadth() -> None:
