@@ -106,6 +106,33 @@ def documented_share(title: str, stated: frozenset[str]) -> float:
     return sum(s in stated for s in asked) / len(asked)
 
 
+def path_documented_share(path: str, stated: frozenset[str]) -> float:
+    """:func:`documented_share` of an Alphabetic Index term path ("Hernia, hernial, hiatal"),
+    whose main term lists its variants ("hernial", "hypertensive"): a word that is an earlier
+    one but for its last two letters or fewer asks for nothing more."""
+    asked = _path_stems(path)
+    if not asked:
+        return 1.0
+    return sum(s in stated for s in asked) / len(asked)
+
+
+@lru_cache(maxsize=1 << 16)
+def _path_stems(path: str) -> tuple[str, ...]:
+    kept: list[str] = []
+    for word in asked_words(path):
+        if not any(_variants(word, other) for other in kept):
+            kept.append(word)
+    return tuple(stem(w) for w in kept)
+
+
+def _variants(word: str, other: str) -> bool:
+    """Whether two words are one term's variants: "hernia" and "hernial", "anemia" and
+    "anemic"; not "hypertension" and "hypertrophy"."""
+    shorter = min(len(word), len(other))
+    common = next((i for i in range(shorter) if word[i] != other[i]), shorter)
+    return common >= 5 and common >= shorter - 2
+
+
 @lru_cache(maxsize=1 << 16)
 def _asked_stems(title: str) -> tuple[str, ...]:
     """The stems of :func:`asked_words` (a note asks this of each of its hundreds of codes)."""

@@ -12,7 +12,12 @@ which share of the words its title asks for the note states (``documented``:
 :func:`~icdcoder.shared.guidelines.documented_share`), and how that share and
 ``note_coverage`` stand against the best of its siblings' (``documented_gap``,
 ``coverage_gap``): site, laterality or type that picks the leaf is often written in another
-sentence than the span that names the condition.
+sentence than the span that names the condition. How its spans matched it: the largest share of
+one span's words its texts hold (``explained``), the share of the words its best-stated matched
+text asks for, an Alphabetic Index path as a coder looks it up (``path_documented``), its best
+rank among a span's candidates (``best_rank``), its most confident span's length in words
+(``span_words``) and whether that span matched its title rather than an inclusion term or an
+Index path (``title_match``).
 
 The model over those rows is logistic weights or boosted trees
 (:mod:`icdcoder.services.verifier.boosted`), both fitted by ``icdcoder train``.
@@ -27,9 +32,9 @@ from typing import Any, Protocol
 
 from icdcoder.services.verifier.logodds import logit, sigmoid
 from icdcoder.services.verifier.span_model import FEATURES
-from icdcoder.shared.guidelines import documented_share
+from icdcoder.shared.guidelines import documented_share, path_documented_share
 from icdcoder.shared.messages import Candidate, SpanCandidates
-from icdcoder.shared.text import stem_coverage
+from icdcoder.shared.text import stem_coverage, stems
 
 NOTE_FEATURES = (
     "best",
@@ -53,10 +58,26 @@ NOTE_FEATURES = (
     "documented",
     "documented_gap",
     "coverage_gap",
+    "explained",
+    "path_documented",
+    "best_rank",
+    "span_words",
+    "title_match",
 )
 #: Features a weights file written before them may lack: its model reads them as absent
 #: (trees never split on them; logistic weights are 0), so older packs keep their scores.
-LATER_NOTE_FEATURES = frozenset({"documented", "documented_gap", "coverage_gap"})
+LATER_NOTE_FEATURES = frozenset(
+    {
+        "documented",
+        "documented_gap",
+        "coverage_gap",
+        "explained",
+        "path_documented",
+        "best_rank",
+        "span_words",
+        "title_match",
+    }
+)
 #: ``sibling_gap`` when no other code of the note shares the code's category.
 NO_SIBLING = 5.0
 _SCORE, _COVERAGE, _MEMORY_SCORE, _MEMORY_VOTES = (
@@ -130,6 +151,7 @@ class CodeInNote:
         "memory_votes",
         "note_said",
         "note_stems",
+        "ranks",
         "score",
         "sibling_gap",
         "siblings",
@@ -158,6 +180,7 @@ class CodeInNote:
         #: The note classifier's log-odds, None when it has no model for the code.
         self.classifier: float | None = None
         self.confidences: list[float] = []
+        self.ranks: list[int] = []
         self.spans: list[SpanCandidates] = []
         self.candidates: dict[str, Candidate] = {}
         self.first = 0
@@ -184,6 +207,7 @@ class CodeInNote:
         self.spans.append(item)
         self.candidates[item.span.span_id] = cand
         self.first += rank == 0
+        self.ranks.append(rank)
         if rank < suggestions:
             self.suggested.append(item)
         # comparisons, not max(): a note adds a few hundred thousand of these
@@ -223,6 +247,35 @@ class CodeInNote:
             self.documented(),
             self.documented_gap,
             self.coverage_gap,
+            self.explained(),
+            self.path_documented(),
+            float(min(self.ranks)),
+            float(len(self._best_span().span.text.split())),
+            float(self.candidates[self._best_span().span.span_id].matched == self.description),
+        )
+
+    def _best_span(self) -> SpanCandidates:
+        return self.spans[max(range(len(self.spans)), key=self.confidences.__getitem__)]
+
+    def explained(self) -> float:
+        """The largest share of one span's content words that the code's text holds."""
+        best = 0.0
+        for item in self.spans:
+            said = stems(item.span.text)
+            if not said:
+                continue
+            cand = self.candidates[item.span.span_id]
+            held = stems(cand.matched) | stems(cand.description)
+            best = max(best, len(said & held) / len(said))
+        return best
+
+    def path_documented(self) -> float:
+        """The largest share of the words one of its matched texts asks for that the note
+        states: an Index term path ("Hernia, hernial, hiatal") names K44.9 as a coder looks it
+        up, where its title asks for "diaphragmatic" too."""
+        return max(
+            path_documented_share(text, self.note_said)
+            for text in {self.description, *(c.matched for c in self.candidates.values())}
         )
 
     def best(self) -> float:

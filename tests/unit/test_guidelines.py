@@ -19,6 +19,7 @@ from icdcoder.shared.guidelines import (
     names_a_visit,
     names_an_illness,
     names_test_or_procedure,
+    path_documented_share,
     said_stems,
     says_something_is_wrong,
     states_a_blood_group,
@@ -260,3 +261,12 @@ def test_a_malformation_named_by_its_organ_needs_one_said() -> None:
         assert names_a_malformation(said), said
     for tissue in ("preserved urothelium without dysplasia", "penile deformity", "a defect"):
         assert not names_a_malformation(tissue), tissue
+
+
+def test_an_index_path_asks_for_its_main_term_once() -> None:
+    stated = said_stems("He has a hiatal hernia and hypertension.")
+    assert path_documented_share("Hernia, hernial, hiatal", stated) == 1.0
+    assert documented_share("Hernia, hernial, hiatal", stated) == 2 / 3
+    # "hypertrophy" is another word, not a variant of "hypertension"
+    assert path_documented_share("Hypertension, hypertensive, hypertrophy", stated) == 0.5
+    assert path_documented_share("Anemia, anemic, in chronic kidney disease", stated) == 0.0

@@ -455,3 +455,30 @@ def test_the_review_threshold_comes_from_the_operating_point_unless_set(
     weights.write_text(json.dumps(span_weights))
     plain = verifier_from(weights, catalogue)
     assert isinstance(plain, SimilarityVerifier) and plain.review_threshold == 0.02
+
+
+def test_note_rows_say_how_the_best_span_matched_the_code() -> None:
+    # "Hiatal hernia in medical treatment": K44.9's Index path names it, its title does not
+    hiatal = cand(
+        "K44.9",
+        "Diaphragmatic hernia without obstruction or gangrene",
+        0.77,
+        matched="Hernia, hernial, hiatal",
+    )
+    congenital = cand("Q40.1", "Congenital hiatus hernia", 0.73)
+    text = "Hiatal hernia in medical treatment"
+    items = [SpanCandidates(span=make_span(text, text), candidates=[hiatal, congenital])]
+    note = RetrievedNote(note_id="n1", text=text, catalogue_version="test", items=items)
+    rows = SimilarityVerifier().note_rows(note, {})
+    named = {
+        code: dict(zip(NOTE_FEATURES, row.features(), strict=True)) for code, row in rows.items()
+    }
+    k44, q40 = named["K44.9"], named["Q40.1"]
+    # the title asks for "diaphragmatic" and "hernia", the path for "hernia" and "hiatal"
+    assert k44["documented"] == 0.5 and k44["path_documented"] == 1.0
+    assert q40["path_documented"] == q40["documented"] == pytest.approx(1 / 3)
+    # of "hiatal hernia medical treatment", the path holds two words, Q40.1's title one
+    assert k44["explained"] == 0.5 and q40["explained"] == 0.25
+    assert (k44["best_rank"], q40["best_rank"]) == (0, 1)
+    assert k44["span_words"] == q40["span_words"] == 5
+    assert (k44["title_match"], q40["title_match"]) == (0.0, 1.0)
