@@ -128,8 +128,10 @@ def _path_stems(path: str) -> tuple[str, ...]:
 def _variants(word: str, other: str) -> bool:
     """Whether two words are one term's variants: "hernia" and "hernial", "anemia" and
     "anemic"; not "hypertension" and "hypertrophy"."""
+    if word[:5] != other[:5]:
+        return False
     shorter = min(len(word), len(other))
-    common = next((i for i in range(shorter) if word[i] != other[i]), shorter)
+    common = next((i for i in range(5, shorter) if word[i] != other[i]), shorter)
     return common >= 5 and common >= shorter - 2
 
 
