@@ -224,6 +224,7 @@ class CodeInNote:
     def features(self) -> tuple[float, ...]:
         """The :data:`NOTE_FEATURES`: span confidences enter as log-odds."""
         ordered = sorted(self.confidences, reverse=True)
+        best = self.spans[self.confidences.index(ordered[0])]
         second = ordered[1] if len(ordered) > 1 else 0.0
         return (
             logit(ordered[0]),
@@ -250,12 +251,9 @@ class CodeInNote:
             self.explained(),
             self.path_documented(),
             float(min(self.ranks)),
-            float(len(self._best_span().span.text.split())),
-            float(self.candidates[self._best_span().span.span_id].matched == self.description),
+            float(len(best.span.text.split())),
+            float(self.candidates[best.span.span_id].matched == self.description),
         )
-
-    def _best_span(self) -> SpanCandidates:
-        return self.spans[max(range(len(self.spans)), key=self.confidences.__getitem__)]
 
     def explained(self) -> float:
         """The largest share of one span's content words that the code's text holds."""
