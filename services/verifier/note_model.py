@@ -36,6 +36,8 @@ from icdcoder.shared.guidelines import documented_share, path_documented_share
 from icdcoder.shared.messages import Candidate, SpanCandidates
 from icdcoder.shared.text import stem_coverage, stems
 
+#: How a span matched the code (stop 33).
+MATCH_FEATURES = ("explained", "path_documented", "best_rank", "span_words", "title_match")
 NOTE_FEATURES = (
     "best",
     "second",
@@ -58,26 +60,11 @@ NOTE_FEATURES = (
     "documented",
     "documented_gap",
     "coverage_gap",
-    "explained",
-    "path_documented",
-    "best_rank",
-    "span_words",
-    "title_match",
+    *MATCH_FEATURES,
 )
 #: Features a weights file written before them may lack: its model reads them as absent
 #: (trees never split on them; logistic weights are 0), so older packs keep their scores.
-LATER_NOTE_FEATURES = frozenset(
-    {
-        "documented",
-        "documented_gap",
-        "coverage_gap",
-        "explained",
-        "path_documented",
-        "best_rank",
-        "span_words",
-        "title_match",
-    }
-)
+LATER_NOTE_FEATURES = frozenset({"documented", "documented_gap", "coverage_gap", *MATCH_FEATURES})
 #: ``sibling_gap`` when no other code of the note shares the code's category.
 NO_SIBLING = 5.0
 _SCORE, _COVERAGE, _MEMORY_SCORE, _MEMORY_VOTES = (
