@@ -17,7 +17,8 @@ one span's words its texts hold (``explained``), the share of the words its best
 text asks for, an Alphabetic Index path as a coder looks it up (``path_documented``), its best
 rank among a span's candidates (``best_rank``), its most confident span's length in words
 (``span_words``) and whether that span matched its title rather than an inclusion term or an
-Index path (``title_match``).
+Index path (``title_match``). Where its category stands in the classification (``category``:
+:func:`category_place`), so that trees learn which blocks of codes a coded corpus assigns.
 
 The model over those rows is logistic weights or boosted trees
 (:mod:`icdcoder.services.verifier.boosted`), both fitted by ``icdcoder train``.
@@ -61,10 +62,13 @@ NOTE_FEATURES = (
     "documented_gap",
     "coverage_gap",
     *MATCH_FEATURES,
+    "category",
 )
 #: Features a weights file written before them may lack: its model reads them as absent
 #: (trees never split on them; logistic weights are 0), so older packs keep their scores.
-LATER_NOTE_FEATURES = frozenset({"documented", "documented_gap", "coverage_gap", *MATCH_FEATURES})
+LATER_NOTE_FEATURES = frozenset(
+    {"documented", "documented_gap", "coverage_gap", *MATCH_FEATURES, "category"}
+)
 #: ``sibling_gap`` when no other code of the note shares the code's category.
 NO_SIBLING = 5.0
 _SCORE, _COVERAGE, _MEMORY_SCORE, _MEMORY_VOTES = (
@@ -240,6 +244,7 @@ class CodeInNote:
             float(min(self.ranks)),
             float(len(best.span.text.split())),
             float(self.candidates[best.span.span_id].matched == self.description),
+            category_place(self.code),
         )
 
     def explained(self) -> float:
@@ -285,6 +290,15 @@ class CodeInNote:
             return self.suggested
         best = max(range(len(self.spans)), key=lambda i: self.confidences[i])
         return [self.spans[best]]
+
+
+def category_place(code: str) -> float:
+    """Where a code's category stands in the classification, as one number: its three
+    characters read in base 11, the letter first (A = 0), a letter after it counting 10, after
+    every digit (E11.9 -> 4 * 121 + 1 * 11 + 1 = 496; C4A after C49, QA0 after Q99). A block of
+    categories is one range of places, which a tree splits off."""
+    tens, units = (int(c) if c.isdigit() else 10 for c in code[1:3].upper())
+    return float((ord(code[0].upper()) - ord("A")) * 121 + tens * 11 + units)
 
 
 def count_coded_notes(codes_per_note: Iterable[Iterable[str]]) -> dict[str, float]:

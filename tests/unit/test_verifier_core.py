@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from icdcoder.services.verifier.note_model import NO_SIBLING, NOTE_FEATURES, LogisticNoteModel
+from icdcoder.services.verifier.note_model import (
+    NO_SIBLING,
+    NOTE_FEATURES,
+    LogisticNoteModel,
+    category_place,
+)
 from icdcoder.services.verifier.similarity import SimilarityVerifier
 from icdcoder.shared.catalogue import Catalogue
 from icdcoder.shared.context import stated_text
@@ -482,3 +487,25 @@ def test_note_rows_say_how_the_best_span_matched_the_code() -> None:
     assert (k44["best_rank"], q40["best_rank"]) == (0, 1)
     assert k44["span_words"] == q40["span_words"] == 5
     assert (k44["title_match"], q40["title_match"]) == (0.0, 1.0)
+    # the category's place in the classification: K44 and Q40
+    assert (k44["category"], q40["category"]) == (10 * 121 + 4 * 11 + 4, 16 * 121 + 4 * 11)
+
+
+def test_a_block_of_categories_is_one_range_of_places() -> None:
+    # a letter comes after the digits: C4A (Merkel cell) after C49, QA0 after Q99
+    ordered = [
+        "A00.0",
+        "B99.9",
+        "C43.9",
+        "C49.9",
+        "C4A.9",
+        "C50.9",
+        "E11.9",
+        "E11.22",
+        "Q99.9",
+        "QA0.0",
+    ]
+    places = [category_place(code) for code in ordered]
+    assert places == sorted(places) and len(set(places)) == len(places) - 1
+    # codes of one category share its place, whatever their subdivision or case
+    assert category_place("E11.9") == category_place("e11.22") == category_place("E11") == 496.0
