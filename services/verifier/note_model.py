@@ -17,8 +17,9 @@ one span's words its texts hold (``explained``), the share of the words its best
 text asks for, an Alphabetic Index path as a coder looks it up (``path_documented``), its best
 rank among a span's candidates (``best_rank``), its most confident span's length in words
 (``span_words``) and whether that span matched its title rather than an inclusion term or an
-Index path (``title_match``). Where its category stands in the classification (``category``:
-:func:`category_place`), so that trees learn which blocks of codes a coded corpus assigns.
+Index path (``title_match``). And where its category stands in the classification
+(``category``: :func:`category_place`): trees learn from it which blocks of codes a coded corpus
+assigns.
 
 The model over those rows is logistic weights or boosted trees
 (:mod:`icdcoder.services.verifier.boosted`), both fitted by ``icdcoder train``.
