@@ -189,6 +189,52 @@ class Catalogue:
             return candidate, f"7th character {DEFAULT_SEVENTH} (initial encounter) assumed"
         return info.code, None
 
+    def assignable(self, code: str) -> str:
+        """The code a coder assigns for ``code`` when the note says no more: ``code`` itself
+        when it is a leaf, else, down its subdivisions, the child the classification keeps for
+        the unspecified case (``N17`` -> ``N17.9``, ``I21`` -> ``I21.9``, ``C64`` -> ``C64.9``,
+        ``F17.2`` -> ``F17.200`` "uncomplicated").
+
+        A code without such a child is returned unchanged: a right or left eye with no
+        unspecified one, an intent to be stated (T codes), or children that are 7th-character
+        extensions (:meth:`billable` gives those their default).
+        """
+        info = self.get(code)
+        if info is None:
+            return code
+        current = info
+        while not current.is_leaf and current.children:
+            if all(len(c.replace(".", "")) == 7 for c in current.children):
+                break
+            child = self._default_child(current)
+            if child is None:
+                break
+            current = child
+        return current.code if current.is_leaf else info.code
+
+    def _default_child(self, info: CodeInfo) -> CodeInfo | None:
+        """The child that stands for ``info`` with nothing more said, or None."""
+        children = [self.codes[c] for c in info.children if c in self.codes]
+        if len(children) == 1:
+            return children[0]
+        titles = [c.description.lower() for c in children]
+        parent = info.description.lower()
+        for child, title in zip(children, titles, strict=True):
+            if (
+                title == parent
+                or title.startswith(f"{parent} without ")
+                or title.endswith("uncomplicated")
+                or "without complication" in title
+            ):
+                return child
+        # a child the classification names unspecified, beyond what the parent says already
+        unspecified = [
+            (not title.endswith("unspecified"), -i, child)
+            for i, (child, title) in enumerate(zip(children, titles, strict=True))
+            if title.count("unspecified") > parent.count("unspecified")
+        ]
+        return min(unspecified, key=lambda t: t[:2])[2] if unspecified else None
+
     def texts_of(self, code: str) -> list[RetrievalText]:
         """One code's retrieval texts: description, inclusion terms, index paths."""
         info = self.codes[code]

@@ -113,7 +113,10 @@ def load_or_build_index(
     """The index from ``prebuilt`` (a pack's folder) when its key matches, else from the cache
     folder, else built (and cached)."""
     key, texts = index_key(catalogue, encoder, kind)
-    rows = IndexRows(codes=[r.code for r in texts], texts=[r.text for r in texts])
+    # each text stands for the code a coder would assign from it (a category's: its
+    # unspecified leaf); the index itself is keyed by the catalogue's own rows
+    assignable = {code: catalogue.assignable(code) for code in {r.code for r in texts}}
+    rows = IndexRows(codes=[assignable[r.code] for r in texts], texts=[r.text for r in texts])
     directory = cache_dir / f"index-{key.digest}"
     for candidate in ([prebuilt] if prebuilt is not None else []) + [directory]:
         if force or not candidate.exists():

@@ -289,3 +289,26 @@ def test_official_cms_xml_reads(catalogue: Catalogue) -> None:
     loaded = read_index([eindex], catalogue)
     assert any(p.startswith("Accident, transport") for p in loaded.texts["V73.9"])
     assert len(loaded.texts) > 1_000 and loaded.dropped < loaded.mapped + 100
+
+
+@pytest.mark.parametrize(
+    ("code", "assigned"),
+    [
+        ("N17", "N17.9"),  # a category: its unspecified leaf
+        ("I21", "I21.9"),  # "Acute myocardial infarction, unspecified", not I21.3 "... site"
+        ("C64", "C64.9"),  # unspecified laterality
+        ("F17.2", "F17.200"),  # down two levels: unspecified, then uncomplicated
+        ("E11", "E11.9"),  # "without complications"
+        ("K21", "K21.9"),  # "Gastro-esophageal reflux disease without esophagitis"
+        ("O43.8", "O43.899"),  # "Other placental disorders", then unspecified trimester
+        ("I10", "I10"),  # a leaf stays
+        ("H50.11", "H50.11"),  # right or left eye, and no unspecified one
+        ("T60.9", "T60.9"),  # the intent is to be stated: no default
+        ("S02.0", "S02.0"),  # 7th-character children: billable() gives S02.0XXA
+        ("nonsense", "nonsense"),
+    ],
+)
+def test_assignable_is_the_default_leaf(catalogue: Catalogue, code: str, assigned: str) -> None:
+    assert catalogue.assignable(code) == assigned
+    if assigned != code:
+        assert catalogue.is_leaf(assigned) and catalogue.is_ancestor(code, assigned)
