@@ -103,6 +103,11 @@ class RetrieverConfig(Section):
         "found (dev MAP 0.410 against 0.395, recall@20 0.747 against 0.727), about a sixth "
         "fewer notes/s",
     )
+    rerank: bool = Field(
+        default=True,
+        description="order each span's first codes by the pack's retrieval trees before its "
+        "top_k are kept, where its weights have them (docs/accuracy.md, stop 35)",
+    )
     search_ruled_out: bool = Field(
         default=False,
         description="also search negated spans (on with ICDCODER_NEGATED_MENTIONS=review; "

@@ -278,13 +278,21 @@ def _refit(
     leave-one-note-out, written with the pack's parts to ``args.out``; its id and a line."""
     from icdcoder.commands.train import _fitted, write_pack
     from icdcoder.shared.pack import open_pack
-    from icdcoder.training.train import FitOptions, fit_weights, retrieve_corpus
+    from icdcoder.training.train import (
+        FitOptions,
+        base_reranker,
+        fit_weights,
+        retrieve_corpus,
+    )
     from icdcoder.training.weights_file import read_weights
 
     description = f"{Path(args.notes).name} coded by {args.codes.name}"
     opened = open_pack(pack.root, catalogue=catalogue)
     _say("refitting the verifier weights (memory searched leave-one-note-out)")
-    data = retrieve_corpus(CORPUS, cases, opened, settings, progress=not args.no_progress)
+    reranker = base_reranker(opened, settings)
+    data = retrieve_corpus(
+        CORPUS, cases, opened, settings, progress=not args.no_progress, reranker=reranker
+    )
     weights, report = fit_weights(
         data,
         read_weights(opened.pack.weights_path),
@@ -293,6 +301,8 @@ def _refit(
         settings=settings,
         progress=not args.no_progress,
     )
+    if reranker is None:  # the note model was fitted on cosine's first candidates
+        weights.pop("retrieval", None)
     return write_pack(args, opened, weights, report, description), _fitted(report, description)
 
 

@@ -21,13 +21,16 @@ from typing import Any
 
 from icdcoder.codiesp import TEXT_DIRS
 from icdcoder.commands.options import fail, load_settings, positive_int
+from icdcoder.services.retriever.rerank import Reranker
 from icdcoder.shared.pack import OpenPack, open_pack
 from icdcoder.training.corpus import CodiEspCorpus, Corpus, trainable_cases
 from icdcoder.training.train import (
     FitOptions,
     FitReport,
     TrainingData,
+    base_reranker,
     base_tree_params,
+    fit_retrieval,
     fit_weights,
     retrieve_corpus,
 )
@@ -96,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         help="candidates of each span to fit on and score (default: the base's)",
     )
+    parser.add_argument(
+        "--rerank",
+        type=positive_int,
+        metavar="POOL",
+        help="also fit the retrieval re-ranker over each span's first POOL codes (40 for the "
+        "built-in pack; default: keep the base's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.set_defaults(handler=run)
 
@@ -160,7 +170,23 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(f"base pack {opened.pack.name}: {exc}")
     started = time.perf_counter()
-    data = retrieve_corpus(corpus.name, cases, opened, settings, progress=not args.no_progress)
+    retrieval: dict[str, Any] | None = None
+    if args.rerank is not None:
+        retrieval = fit_retrieval(
+            corpus.name,
+            corpus.description,
+            cases,
+            opened,
+            settings,
+            args.rerank,
+            progress=not args.no_progress,
+        )
+        reranker: Reranker | None = Reranker.from_dict(retrieval)
+    else:
+        reranker = base_reranker(opened, settings)
+    data = retrieve_corpus(
+        corpus.name, cases, opened, settings, progress=not args.no_progress, reranker=reranker
+    )
     fit_started = time.perf_counter()
     options = FitOptions(
         span_cases=args.span_cases,
@@ -183,6 +209,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return fail(f"cannot fit on {corpus.name}: {exc}")
+    # the note model was fitted on the candidates this re-ranker keeps (or on cosine's first)
+    weights.pop("retrieval", None)
+    if reranker is not None:
+        weights["retrieval"] = retrieval or base["retrieval"]
     fit_seconds = time.perf_counter() - fit_started
     pack_id = write_pack(args, opened, weights, report, corpus.description)
     print(summary(pack_id, args.out, data, report, weights, corpus.description))

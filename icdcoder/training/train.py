@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from icdcoder.services.retriever.rerank import Reranker
 from icdcoder.services.verifier.span_model import FEATURES, SpanWeights
 from icdcoder.shared.memory import MemoryNote
 from icdcoder.shared.messages import RetrievedNote
@@ -27,6 +28,7 @@ from icdcoder.training.note_fit import (
     fit_trees,
     note_rows,
 )
+from icdcoder.training.rerank_fit import fit_reranker, rerank_rows, reranked
 from icdcoder.training.retrieval import (
     ExampleVectors,
     Retrieved,
@@ -141,18 +143,26 @@ def retrieve_corpus(
     *,
     progress: bool = True,
     leave_case_out: bool = True,
+    reranker: Reranker | None = None,
 ) -> TrainingData:
-    """Every case retrieved with the pack (cached), its memory searched leave-one-case-out
+    """Every case retrieved with the pack (cached), each span's candidates chosen by
+    ``reranker`` when given (:func:`base_reranker`), its memory searched leave-one-case-out
     (``leave_case_out=False``: as the retriever searches it, for held-out cases)."""
     from icdcoder.services.retriever.adapters import load_encoder, runtime
+    from icdcoder.services.retriever.rerank import code_traits
 
     started = time.perf_counter()
     pack, config = opened.pack, settings.retriever
     descriptions = {code: info.description for code, info in opened.catalogue.codes.items()}
-    key = retrieval_key(pack, config.top_k, runtime(config))
+    pooled = pooled_settings(settings, reranker.pool) if reranker else settings
+    key = retrieval_key(pack, pooled.retriever.top_k, runtime(config))
     stem = cache_stem(settings.cache_dir, corpus_name, cases, key)
-    retrieved, hit = retrieve_catalogue(corpus_name, cases, opened, settings, progress=progress)
+    retrieved, hit = retrieve_catalogue(corpus_name, cases, opened, pooled, progress=progress)
     notes = retrieved.notes
+    if reranker is not None:
+        if not config.search_ruled_out:
+            notes = tuple(as_searched(notes))
+        notes = tuple(reranked(notes, reranker, code_traits(opened.catalogue), config.top_k))
     memory = opened.memory
     memory_notes: tuple[MemoryNote, ...] = ()
     if memory is not None:
@@ -181,6 +191,45 @@ def retrieve_corpus(
         from_cache=hit,
         seconds=time.perf_counter() - started,
     )
+
+
+def pooled_settings(settings: Settings, pool: int) -> Settings:
+    """The settings with each span's first ``pool`` codes retrieved (at least ``top_k``)."""
+    config = settings.retriever
+    return settings.with_section(
+        retriever=config.model_copy(update={"top_k": max(pool, config.top_k)})
+    )
+
+
+def base_reranker(opened: OpenPack, settings: Settings) -> Reranker | None:
+    """The retrieval re-ranker inference uses with this pack and these settings, if any."""
+    from icdcoder.services.retriever.adapters import pack_reranker
+
+    return pack_reranker(opened.pack) if settings.retriever.rerank else None
+
+
+def fit_retrieval(
+    corpus_name: str,
+    corpus: str,
+    cases: Sequence[CodedCase],
+    opened: OpenPack,
+    settings: Settings,
+    pool: int,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The weights file's ``retrieval`` section, fitted on the cases' pools of ``pool`` codes
+    (retrieved as inference searches them; cached); ``corpus`` describes them."""
+    from icdcoder.services.retriever.rerank import code_traits
+
+    retrieved, _ = retrieve_catalogue(
+        corpus_name, cases, opened, pooled_settings(settings, pool), progress=progress
+    )
+    notes = retrieved.notes
+    if not settings.retriever.search_ruled_out:
+        notes = tuple(as_searched(notes))
+    x, y = rerank_rows(cases, notes, code_traits(opened.catalogue), pool)
+    return fit_reranker(x, y, pool, fitted_on=f"{corpus}, {len(cases)} cases")
 
 
 @dataclass(frozen=True)

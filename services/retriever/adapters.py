@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ from icdcoder.services.retriever.faiss_index import (
 )
 from icdcoder.services.retriever.onnx_encoder import OnnxEncoder, export, exported_folder
 from icdcoder.services.retriever.query_cache import CachedEncoder
+from icdcoder.services.retriever.rerank import Reranker, code_traits
 from icdcoder.services.retriever.vector_cache import (
     IndexBundle,
     ModelEncoder,
@@ -157,7 +159,18 @@ def load_retriever(
         lexical=lexical_side(bundle, config, cache_dir),
         search_ruled_out=config.search_ruled_out,
         phrases=config.phrases,
+        reranker=pack_reranker(pack) if config.rerank else None,
+        traits=code_traits(catalogue),
     )
+
+
+def pack_reranker(pack: Pack) -> Reranker | None:
+    """The retrieval re-ranker of the pack's weights file (its ``retrieval`` section), if any."""
+    try:
+        section = json.loads(pack.weights_path.read_text(encoding="utf-8")).get("retrieval")
+        return Reranker.from_dict(section) if section else None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PackError(f"pack {pack.name}: unreadable retrieval re-ranker ({exc})") from None
 
 
 def catalogue_index(

@@ -12,6 +12,12 @@ similarity (rows the approximate HNSW search passed over), so every candidate's 
 the same thing, and a code whose text is exactly the span's words ranks first. Reciprocal rank
 fusion of the two rankings was measured and not kept (docs/accuracy.md).
 
+With a retrieval re-ranker (``rerank.py``, trees in the pack's weights), each span's first
+``pool`` codes in that order are scored and its best ``top_k`` kept instead of its first.
+
+Each row of the index stands for the code a coder assigns from its text
+(``Catalogue.assignable``): a category's title finds its unspecified leaf (N17 -> N17.9).
+
 With an example memory (confirmed span -> code examples, ``shared/memory.py``), each span is
 also searched against the examples: a code carried by its nearest examples gets their
 similarity and vote count, and joins the candidates if the catalogue search missed it.
@@ -28,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter
 
+from icdcoder.services.retriever.rerank import CodeTraits, Pooled, Reranker
 from icdcoder.shared.cancel import checkpoint
 from icdcoder.shared.context import query_texts, rules_out_every_code
 from icdcoder.shared.messages import Candidate, RetrievedNote, SegmentedNote, Span, SpanCandidates
@@ -175,6 +182,8 @@ class Retriever:
         lexical: Lexical | None = None,
         search_ruled_out: bool = False,
         phrases: bool = True,
+        reranker: Reranker | None = None,
+        traits: CodeTraits | None = None,
     ) -> None:
         self._encoder = encoder
         self._index = index
@@ -190,6 +199,12 @@ class Retriever:
         self.search_ruled_out = search_ruled_out
         #: Also search a long span's phrases (``shared/context.phrases``).
         self.phrases = phrases
+        #: Orders each span's first ``reranker.pool`` codes before the ``top_k`` are kept
+        #: (``rerank.py``; it needs ``traits``, the codes' own features).
+        if reranker is not None and traits is None:
+            raise ValueError("a retrieval re-ranker needs the codes' traits")
+        self.reranker = reranker
+        self.traits = traits
 
     def queries(self, span: Span) -> list[str]:
         """The texts searched for a span, its own text first."""
@@ -224,35 +239,38 @@ class Retriever:
         vectors = self._encode(queries) if queries else None
         if vectors is not None:
             checkpoint()
-            scores, ids = self._index.search(vectors, self.top_k * OVERFETCH)
+            scores, ids = self._index.search(vectors, self._width * OVERFETCH)
             for q, (n, i) in enumerate(owner):
                 self._collect(found[n][i].dense, scores[q], ids[q])
             if self.lexical is not None:
                 self._collect_lexical(self.lexical, queries, vectors, owner, found)
-        elapsed = time.perf_counter() - started
         per_note = [0] * len(notes)
         for n, _ in owner:
             per_note[n] += 1
-        out = []
+        note_items = []
         for n, note in enumerate(notes):
             items = [
-                SpanCandidates(span=span, candidates=self._ranked(candidates))
-                for span, candidates in zip(note.spans, found[n], strict=True)
+                SpanCandidates(span=span, candidates=self._candidates(ranked))
+                for span, ranked in zip(note.spans, self._kept(note.spans, found[n]), strict=True)
             ]
             if self.memory is not None and vectors is not None and searched[n]:
                 items = self._with_memory(items, searched[n], vectors[first_query[n]], self.memory)
-            share = per_note[n] / len(owner) if owner else 1 / len(notes)
-            out.append(
-                RetrievedNote(
-                    note_id=note.note_id,
-                    text=note.text,
-                    catalogue_version=self.catalogue_version,
-                    pack=self.pack,
-                    items=items,
-                    timings={**note.timings, "retriever": elapsed * share},
-                )
+            note_items.append(items)
+        elapsed = time.perf_counter() - started
+        return [
+            RetrievedNote(
+                note_id=note.note_id,
+                text=note.text,
+                catalogue_version=self.catalogue_version,
+                pack=self.pack,
+                items=items,
+                timings={
+                    **note.timings,
+                    "retriever": elapsed * (per_note[n] / len(owner) if owner else 1 / len(notes)),
+                },
             )
-        return out
+            for n, (note, items) in enumerate(zip(notes, note_items, strict=True))
+        ]
 
     def _encode(self, queries: Sequence[str]) -> Vectors:
         """The queries' vectors, :data:`QUERY_BATCH` at a time with a cancellation checkpoint
@@ -320,11 +338,39 @@ class Retriever:
             items[i] = items[i].model_copy(update={"candidates": merged})
         return items
 
-    def _ranked(self, found: _Found) -> list[Candidate]:
-        """The top ``k`` codes by cosine, a code whose text is exactly the span's first."""
-        ranked = sorted(
+    @property
+    def _width(self) -> int:
+        """How many codes a span's search must find: its pool with a re-ranker."""
+        return max(self.top_k, self.reranker.pool) if self.reranker else self.top_k
+
+    @staticmethod
+    def _ranked(found: _Found) -> list[tuple[str, tuple[float, int]]]:
+        """A span's codes by cosine, a code whose text is exactly the span's first."""
+        return sorted(
             found.dense.items(), key=lambda item: (item[0] not in found.exact, -item[1][0], item[0])
         )
+
+    def _kept(
+        self, spans: Sequence[Span], found: Sequence[_Found]
+    ) -> list[list[tuple[str, tuple[float, int]]]]:
+        """Each span's ``top_k`` codes: the first by cosine, or the re-ranker's best of its
+        pool."""
+        ranked = [self._ranked(f) for f in found]
+        if self.reranker is None or self.traits is None:
+            return [r[: self.top_k] for r in ranked]
+        texts, titles = self._rows.texts, self._descriptions
+        pools = [
+            [
+                Pooled(code, score, texts[row] == titles[code])
+                for code, (score, row) in r[: self.reranker.pool]
+            ]
+            for r in ranked
+        ]
+        words = [len(span.text.split()) for span in spans]
+        kept = self.reranker.keep(pools, words, self.traits, self.top_k)
+        return [[r[i] for i in places] for r, places in zip(ranked, kept, strict=True)]
+
+    def _candidates(self, ranked: Sequence[tuple[str, tuple[float, int]]]) -> list[Candidate]:
         return _CANDIDATES.validate_python(
             [
                 {
@@ -333,6 +379,6 @@ class Retriever:
                     "score": round(float(score), 6),
                     "matched": self._rows.texts[row],
                 }
-                for code, (score, row) in ranked[: self.top_k]
+                for code, (score, row) in ranked
             ]
         )
