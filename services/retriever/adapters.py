@@ -212,7 +212,8 @@ def lexical_side(bundle: IndexBundle, config: RetrieverConfig, cache_dir: Path) 
 def runtime(config: RetrieverConfig) -> str:
     """What, besides the pack, the retrieved candidates depend on: the query encoder, the
     catalogue's precision, the index kind (HNSW with its search breadth), the lexical side,
-    which spans are searched and whether a long span's phrases are too."""
+    which spans are searched, whether a long span's phrases are too, and whether the pack's
+    re-ranker may order them."""
     catalogue = "torch" if config.catalogue_precision == "full" else encoder_kind(config)
     index: str = index_kind(config)
     if index == "hnsw":
@@ -220,7 +221,8 @@ def runtime(config: RetrieverConfig) -> str:
     lexical = f"/bm25-{config.lexical_k}" if config.lexical else ""
     ruled_out = "/all-spans" if config.search_ruled_out else ""
     whole = "" if config.phrases else "/whole-spans"
-    return f"{encoder_kind(config)}/{catalogue}/{index}{lexical}{ruled_out}{whole}"
+    order = "" if config.rerank else "/cosine-order"
+    return f"{encoder_kind(config)}/{catalogue}/{index}{lexical}{ruled_out}{whole}{order}"
 
 
 def retriever_for(
