@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from icdcoder.services.retriever import rerank
 from icdcoder.services.retriever.core import OVERFETCH, IndexRows, Retriever
 from icdcoder.services.retriever.rerank import (
     FEATURES,
@@ -80,6 +81,18 @@ def test_keep_orders_each_pool_by_the_trees() -> None:
     kept = reranker.keep(pools, [2, 1, 1], no_traits, top_k=2)
     # titles first, ties in cosine order, two kept; a pool of one and an empty pool pass
     assert kept == [[1, 2], [0], []]
+
+
+def test_keep_scores_a_long_note_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    reranker = Reranker.from_dict(section("title", pool=3))
+    pools = [
+        [Pooled("A00.0", 0.9, False), Pooled("A00.1", 0.8, i % 2 == 0), Pooled("A00.9", 0.7, True)]
+        for i in range(7)
+    ]
+    whole = reranker.keep(pools, [1] * 7, no_traits, top_k=2)
+    monkeypatch.setattr(rerank, "CHUNK", 4)  # 21 rows: six chunks, one span across two
+    assert reranker.keep(pools, [1] * 7, no_traits, top_k=2) == whole
+    assert whole[0] == [1, 2] and whole[1] == [2, 0]
 
 
 def test_keep_looks_at_the_first_pool_codes_only() -> None:
