@@ -44,7 +44,10 @@ Rules, in order:
      is malformed from birth ("preserved urothelium without dysplasia"), and a blood type
      code (Z67) whose evidence states no blood group ("Blood count");
    - a neoplasm of uncertain behavior (D37-D44) whose evidence names a tumor or mass and no
-     histology (the Alphabetic Index: Tumor -> Neoplasm, unspecified behavior, D49).
+     histology (the Alphabetic Index: Tumor -> Neoplasm, unspecified behavior, D49);
+   - a category or subcategory (a code with codes under it: H50.11 "Monocular exotropia" is
+     reported as H50.111, right eye, or H50.112, left eye): it stays, for review, at its
+     confidence.
 8. Signs and symptoms: an accepted chapter-R code goes to review (or is excluded) beside an
    accepted definitive diagnosis that may explain it: of its block's body system, or stated in
    one of its sentences, as ``symptoms`` says.
@@ -458,6 +461,12 @@ class Aggregator:
         weak = self._unsupported(entry, facts, sentences)
         if weak is not None:
             return Conflict(*weak, unsupported=True)
+        info = self._catalogue.get(entry.code)
+        if info is not None and not info.is_leaf:
+            return Conflict(
+                "A category or subcategory, which is not reported",
+                "one of its codes is, as the note documents it",
+            )
         accepted = [k for k in kept if k.accepted]
         for k in accepted:
             if self._catalogue.excludes1_conflict(k.code, entry.code):

@@ -595,3 +595,18 @@ def test_a_malformation_named_by_its_organ_needs_one_said(catalogue: Catalogue) 
     out = run(catalogue, [tissue, anomaly], verdicts, text=text)
     assert [(c.code, c.decision) for c in out.codes] == [("Q17.9", "accept"), ("Q89.9", "review")]
     assert "says nothing is malformed from birth" in out.codes[1].justification
+
+
+def test_a_category_is_not_reported(catalogue: Catalogue) -> None:
+    text = "Monocular exotropia of the right eye."
+    squint = make_span("Monocular exotropia", text, "s1")
+    category = run(catalogue, [squint], [verdict("s1", "H50.11", 0.6)], text=text)
+    assert [(c.code, c.decision, c.confidence) for c in category.codes] == [
+        ("H50.11", "review", 0.6)
+    ]
+    assert "not reported" in category.codes[0].justification
+    leaf = run(catalogue, [squint], [verdict("s1", "H50.111", 0.6)], text=text)
+    assert [(c.code, c.decision) for c in leaf.codes] == [("H50.111", "accept")]
+    # a code whose children are 7th characters is reported with the default one instead
+    skull = run(catalogue, [span("Skull fracture", "s2")], [verdict("s2", "S02.0", 0.6)])
+    assert [(c.code, c.decision) for c in skull.codes] == [("S02.0XXA", "accept")]
