@@ -146,18 +146,27 @@ def note_rows(
     return matrix, np.array(y, dtype=np.float64)
 
 
-def fit_trees(x: Matrix, y: Matrix, params: Mapping[str, float | int]) -> dict[str, Any]:
-    """Gradient-boosted trees over the note features, exported as JSON
-    (:mod:`icdcoder.services.verifier.boosted` evaluates them)."""
+def boosted_trees(
+    x: Matrix, y: Matrix, params: Mapping[str, float | int], model: str
+) -> dict[str, Any]:
+    """scikit-learn's gradient-boosted trees fitted on the rows, exported as JSON
+    (:mod:`icdcoder.services.verifier.boosted` evaluates them); ``model`` names them in the
+    error when the rows hold one class only."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from icdcoder.services.verifier.boosted import export_sklearn
 
     if len(set(y.tolist())) < 2:
-        raise ValueError("the note model needs both gold and other codes among the rows")
-    model = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=0)
-    model.fit(x, y)
-    return {"features": list(NOTE_FEATURES), "params": dict(params), "trees": export_sklearn(model)}
+        raise ValueError(f"the {model} needs both gold and other codes among the rows")
+    fitted = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=0)
+    fitted.fit(x, y)
+    return export_sklearn(fitted)
+
+
+def fit_trees(x: Matrix, y: Matrix, params: Mapping[str, float | int]) -> dict[str, Any]:
+    """Gradient-boosted trees over the note features."""
+    trees = boosted_trees(x, y, params, "note model")
+    return {"features": list(NOTE_FEATURES), "params": dict(params), "trees": trees}
 
 
 def fit_note_logistic(x: Matrix, y: Matrix) -> dict[str, Any]:

@@ -24,10 +24,8 @@ from icdcoder.services.retriever.rerank import (
 )
 from icdcoder.shared.messages import RetrievedNote, SpanCandidates
 from icdcoder.training.corpus import CodedCase
+from icdcoder.training.note_fit import boosted_trees
 
-#: How many codes a span's pool holds by default: on dev, 40 held more of the gold codes in
-#: the kept 20 after re-ranking than 30 or 60 (docs/accuracy.md, stop 35).
-POOL = 40
 #: The trees' settings: on dev, 15 leaves kept as many gold codes as 31 (0.811 of the pairs
 #: with every span searched) in shallower trees, which every span's pool walks.
 RERANK_PARAMS: dict[str, float | int] = {
@@ -72,14 +70,7 @@ def fit_reranker(
 ) -> dict[str, Any]:
     """The weights file's ``retrieval`` section: trees over :data:`FEATURES`, the pool, and
     what they were fitted on."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from icdcoder.services.verifier.boosted import export_sklearn
-
-    if len(set(y.tolist())) < 2:
-        raise ValueError("the retrieval re-ranker needs both gold and other codes among the rows")
-    model = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=0)
-    model.fit(x, y)
+    trees = boosted_trees(x, y, params, "retrieval re-ranker")
     return {
         "pool": pool,
         "features": list(FEATURES),
@@ -90,7 +81,7 @@ def fit_reranker(
             "positives": int(y.sum()),
             "tool": "icdcoder train --rerank",
         },
-        "trees": export_sklearn(model),
+        "trees": trees,
     }
 
 
